@@ -1,0 +1,47 @@
+"""Dattavani ASR: fast, robust speech-to-text with Whisper on CTranslate2.
+
+    from dattavani_asr import Transcriber
+    transcript = Transcriber(model="tiny.en").transcribe("talk.mp3")
+    print(transcript.text)
+
+Heavy libraries (CTranslate2, tokenizers, onnxruntime) load on first transcription, not here.
+"""
+
+from .errors import (
+    ConfigError,
+    DattavaniError,
+    EmptyAudioError,
+    InvalidOptionError,
+    ModelError,
+    NoAudioStreamError,
+    OutputError,
+    UndecodableAudioError,
+    UnreadablePathError,
+)
+from .options import DecodingOptions, TranscribeOptions, VadOptions
+from .transcriber import Transcriber, make_options
+from .transcript import Segment, Timings, Transcript, Word
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "DattavaniError",
+    "DecodingOptions",
+    "EmptyAudioError",
+    "InvalidOptionError",
+    "ModelError",
+    "NoAudioStreamError",
+    "OutputError",
+    "Segment",
+    "Timings",
+    "TranscribeOptions",
+    "Transcriber",
+    "Transcript",
+    "UndecodableAudioError",
+    "UnreadablePathError",
+    "VadOptions",
+    "Word",
+    "__version__",
+    "make_options",
+]

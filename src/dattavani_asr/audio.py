@@ -1,0 +1,218 @@
+"""Decode any audio or video input to 16 kHz mono float32 with PyAV, in bounded blocks.
+
+Memory stays flat however long the input is: `iter_audio` yields fixed-size blocks and never
+holds the whole file. Corrupt packets in the middle of a file are skipped; a file where nothing
+decodes raises `UndecodableAudioError`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Union
+
+import av
+import numpy as np
+
+from .errors import (
+    EmptyAudioError,
+    InvalidOptionError,
+    NoAudioStreamError,
+    UndecodableAudioError,
+    UnreadablePathError,
+)
+
+SAMPLE_RATE = 16000
+DEFAULT_BLOCK_SECONDS = 60.0
+SILENCE_PEAK = 1e-4  # about -80 dBFS: digital silence, not a quiet room
+
+AudioSource = Union[str, os.PathLike[str], bytes, bytearray, IO[bytes]]
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the container says about its first audio stream."""
+
+    container: str
+    codec: str
+    sample_rate: int
+    channels: int
+    duration: float | None
+
+
+def describe_source(source: AudioSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return f"<{type(source).__name__} input>"
+
+
+def _check_path(path: Path) -> None:
+    if not path.exists():
+        raise UnreadablePathError(f"{path}: no such file")
+    if path.is_dir():
+        raise UnreadablePathError(f"{path}: is a directory, not an audio file")
+    if not os.access(path, os.R_OK):
+        raise UnreadablePathError(f"{path}: permission denied")
+    if path.stat().st_size == 0:
+        raise EmptyAudioError(f"{path}: file is empty (0 bytes)")
+
+
+def open_container(source: AudioSource) -> Any:
+    """Open `source` with PyAV, mapping every failure to a typed error."""
+    name = describe_source(source)
+    target: Any = source
+    if isinstance(source, (str, os.PathLike)):
+        _check_path(Path(source))
+        target = os.fspath(source)
+    elif isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise EmptyAudioError(f"{name}: no data (0 bytes)")
+        target = io.BytesIO(bytes(source))
+    try:
+        return av.open(target, mode="r", metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        raise UndecodableAudioError(f"{name}: not a readable audio/video file ({exc.strerror})") from exc
+    except OSError as exc:
+        raise UnreadablePathError(f"{name}: cannot read ({exc.strerror or exc})") from exc
+
+
+def _audio_stream(container: Any, name: str) -> Any:
+    if not container.streams.audio:
+        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        raise NoAudioStreamError(f"{name}: no audio stream (streams found: {', '.join(kinds)})")
+    return container.streams.audio[0]
+
+
+def probe(source: AudioSource) -> AudioInfo:
+    """Read stream metadata without decoding."""
+    container = open_container(source)
+    with container:
+        stream = _audio_stream(container, describe_source(source))
+        duration = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        return AudioInfo(
+            container=container.format.name,
+            codec=stream.codec_context.name,
+            sample_rate=stream.codec_context.sample_rate or 0,
+            channels=stream.codec_context.channels or 0,
+            duration=duration,
+        )
+
+
+def _decoded_frames(container: Any, stream: Any, name: str) -> Iterator[Any]:
+    """Yield decoded frames, skipping corrupt packets; fail if nothing decodes at all."""
+    decoded = errors = 0
+    last_error = ""
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError as exc:
+            errors += 1
+            last_error = exc.strerror or str(exc)
+            if errors > 50 and decoded == 0:
+                break
+            continue
+        for frame in frames:
+            decoded += 1
+            yield frame
+    if decoded == 0 and errors:
+        raise UndecodableAudioError(f"{name}: audio stream does not decode ({last_error})")
+
+
+def _resampled(frames: Iterator[Any], channel: int | None) -> Iterator[tuple[float | None, np.ndarray]]:
+    """Resample frames to 16 kHz float32, mono or one chosen channel; yields (time, samples)."""
+    resampler = av.AudioResampler(format="fltp", layout="mono" if channel is None else None, rate=SAMPLE_RATE)
+    for frame in frames:
+        time = frame.time
+        for out in resampler.resample(frame):
+            yield time, _pick_channel(out.to_ndarray(), channel)
+            time = None
+    for out in resampler.resample(None):
+        yield None, _pick_channel(out.to_ndarray(), channel)
+
+
+def _pick_channel(array: np.ndarray, channel: int | None) -> np.ndarray:
+    if channel is None:
+        return array.reshape(-1).astype(np.float32, copy=False)
+    if channel >= array.shape[0]:
+        raise InvalidOptionError(f"channel {channel} requested but the audio has {array.shape[0]} channel(s)")
+    return np.ascontiguousarray(array[channel], dtype=np.float32)
+
+
+def _clip(
+    pieces: Iterator[tuple[float | None, np.ndarray]], start: float, end: float | None
+) -> Iterator[np.ndarray]:
+    """Keep only samples inside [start, end), using the first frame time after a seek."""
+    position: float | None = None
+    for time, samples in pieces:
+        if position is None:
+            position = time if time is not None else 0.0
+        first = position
+        position += samples.shape[0] / SAMPLE_RATE
+        lo = max(0, round((start - first) * SAMPLE_RATE))
+        hi = samples.shape[0] if end is None else min(samples.shape[0], round((end - first) * SAMPLE_RATE))
+        if hi > lo:
+            yield samples[lo:hi]
+        if end is not None and position >= end:
+            return
+
+
+def _blocks(pieces: Iterator[np.ndarray], block_samples: int) -> Iterator[np.ndarray]:
+    pending: list[np.ndarray] = []
+    size = 0
+    for samples in pieces:
+        pending.append(samples)
+        size += samples.shape[0]
+        while size >= block_samples:
+            joined = np.concatenate(pending)
+            yield joined[:block_samples]
+            rest = joined[block_samples:]
+            pending, size = ([rest], rest.shape[0]) if rest.size else ([], 0)
+    if size:
+        yield np.concatenate(pending)
+
+
+def iter_audio(
+    source: AudioSource,
+    *,
+    start: float | None = None,
+    end: float | None = None,
+    channel: int | None = None,
+    block_seconds: float = DEFAULT_BLOCK_SECONDS,
+) -> Iterator[np.ndarray]:
+    """Yield 16 kHz float32 blocks of at most `block_seconds` each, from `start` to `end`."""
+    if start is not None and end is not None and end <= start:
+        raise InvalidOptionError(f"--end ({end}) must be after --start ({start})")
+    name = describe_source(source)
+    container = open_container(source)
+    with container:
+        stream = _audio_stream(container, name)
+        stream.thread_type = "AUTO"
+        if start:
+            container.seek(int(start * av.time_base), any_frame=False, backward=True)
+        frames = _decoded_frames(container, stream, name)
+        pieces = _clip(_resampled(frames, channel), start or 0.0, end)
+        try:
+            yield from _blocks(pieces, int(block_seconds * SAMPLE_RATE))
+        except av.error.FFmpegError as exc:
+            raise UndecodableAudioError(f"{name}: decoding failed ({exc.strerror or exc})") from exc
+
+
+def decode_audio(
+    source: AudioSource,
+    *,
+    start: float | None = None,
+    end: float | None = None,
+    channel: int | None = None,
+) -> np.ndarray:
+    """Decode the whole input (or the [start, end) range) into one array."""
+    blocks = list(iter_audio(source, start=start, end=end, channel=channel))
+    if not blocks:
+        raise EmptyAudioError(f"{describe_source(source)}: no audio samples decoded")
+    return np.concatenate(blocks)

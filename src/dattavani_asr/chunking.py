@@ -1,0 +1,74 @@
+"""Stream decoded audio blocks into speech windows, holding at most one block plus one window."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from .audio import SAMPLE_RATE
+from .engine.windows import AudioWindow
+from .options import VadOptions
+from .vad import Span, fixed_windows, merge_spans, speech_spans
+
+TAIL_SECONDS = 1.0
+
+
+@dataclass
+class AudioStats:
+    """Running totals over every decoded sample."""
+
+    samples: int = 0
+    peak: float = 0.0
+
+    def add(self, block: np.ndarray) -> None:
+        self.samples += block.shape[0]
+        if block.size:
+            self.peak = max(self.peak, float(np.max(np.abs(block))))
+
+    @property
+    def duration(self) -> float:
+        return self.samples / SAMPLE_RATE
+
+
+def _with_last(blocks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, bool]]:
+    iterator = iter(blocks)
+    current = next(iterator, None)
+    while current is not None:
+        following = next(iterator, None)
+        yield current, following is None
+        current = following
+
+
+def plan_windows(audio: np.ndarray, vad: VadOptions | None, max_window_s: float = 30.0) -> list[Span]:
+    """Speech windows of `audio` (merged VAD spans), or fixed 30-s windows without VAD."""
+    if vad is None:
+        return fixed_windows(audio.shape[0], max_window_s)
+    return merge_spans(speech_spans(audio, vad), vad.max_window_s, vad.max_gap_s)
+
+
+def speech_windows(
+    blocks: Iterable[np.ndarray],
+    vad: VadOptions | None,
+    *,
+    offset: float = 0.0,
+    stats: AudioStats | None = None,
+) -> Iterator[AudioWindow]:
+    """Windows in time order. The last window of a block may still grow, so it is carried over."""
+    stats = stats if stats is not None else AudioStats()
+    buffer = np.zeros(0, dtype=np.float32)
+    buffer_start = 0
+    for block, is_last in _with_last(blocks):
+        stats.add(block)
+        buffer = np.concatenate([buffer, block]) if buffer.size else block
+        spans = plan_windows(buffer, vad)
+        ready = spans if is_last else spans[:-1]
+        for span in ready:
+            start = offset + (buffer_start + span.start) / SAMPLE_RATE
+            yield AudioWindow(start, np.array(buffer[span.start : span.end], dtype=np.float32))
+        if is_last:
+            return
+        cut = spans[-1].start if spans else max(0, buffer.shape[0] - int(TAIL_SECONDS * SAMPLE_RATE))
+        buffer = buffer[cut:]
+        buffer_start += cut

@@ -1,0 +1,33 @@
+"""Command line interface: `dattavani-asr`."""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import DattavaniError
+
+
+def main() -> None:
+    """Entry point: run the typer app; turn any failure into a one-line message and exit code."""
+    from .app import app, console
+
+    try:
+        app(standalone_mode=False)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/red]")
+        sys.exit(130)
+    except DattavaniError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        console.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc} (set DATTAVANI_LOG_LEVEL=debug)")
+        sys.exit(1)

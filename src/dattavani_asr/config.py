@@ -1,0 +1,139 @@
+"""Settings from `DATTAVANI_*` environment variables and a TOML file, merged key by key.
+
+Precedence, highest first: explicit values (CLI flags), environment, the TOML file
+(`dattavani-asr.toml` in the working directory, or the file given with `--config`), defaults.
+Unknown keys in the file are rejected with a message naming them.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .errors import ConfigError
+
+CONFIG_FILENAME = "dattavani-asr.toml"
+ENV_PREFIX = "DATTAVANI_"
+
+
+class Settings(BaseSettings):
+    """Defaults for every command; each can be overridden by a CLI flag."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    model: str = Field("tiny.en", description="registry name, model directory or hub repo id")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compute_type: str = Field("auto", description="auto = int8 on CPU, float16 on GPU")
+    cpu_threads: int = Field(0, ge=0, description="0 = all cores")
+    cache_dir: Path | None = Field(None, description="where assembled/downloaded models live")
+    language: str | None = Field(None, description="ISO 639-1 code; none = detect")
+    task: Literal["transcribe", "translate"] = "transcribe"
+    beam_size: int = Field(5, ge=1, le=16)
+    batch_size: int = Field(8, ge=1, le=64)
+    formats: list[str] = Field(default_factory=lambda: ["txt"])
+    output_dir: Path | None = None
+    word_timestamps: bool = False
+    vad: bool = True
+    initial_prompt: str | None = None
+    hotwords: str | None = None
+    fallback_model: str | None = None
+    min_confidence: float = Field(0.6, ge=0.0, le=1.0)
+    log_level: Literal["debug", "info", "warning", "error"] = "warning"
+
+    @field_validator("formats", mode="before")
+    @classmethod
+    def _split_formats(cls, value: Any) -> Any:
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
+    unknown = sorted(set(data) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(Settings.model_fields)}")
+    return data
+
+
+def _unknown_env() -> list[str]:
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    return sorted(key for key in os.environ if key.startswith(ENV_PREFIX) and key not in known)
+
+
+def config_file(explicit: Path | None = None) -> Path | None:
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"{explicit}: config file not found")
+        return explicit
+    default = Path.cwd() / CONFIG_FILENAME
+    return default if default.is_file() else None
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Merge file, environment and explicit overrides (None values are ignored)."""
+    path = config_file(config)
+    file_values = _read_toml(path) if path else {}
+    unknown_env = _unknown_env()
+    if unknown_env:
+        raise ConfigError(f"unknown environment variable(s) {', '.join(unknown_env)}")
+    explicit = {key: value for key, value in overrides.items() if value is not None}
+    env_keys = {name for name in Settings.model_fields if ENV_PREFIX + name.upper() in os.environ}
+    layered = {k: v for k, v in file_values.items() if k not in env_keys} | explicit
+    try:
+        return Settings(**layered)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from exc
+
+
+def _describe(error: ValidationError, path: Path | None) -> str:
+    where = f" (file {path}, environment {ENV_PREFIX}*)" if path else f" (environment {ENV_PREFIX}*)"
+    problems = "; ".join(f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in error.errors())
+    return f"invalid configuration{where}: {problems}"
+
+
+def template() -> str:
+    """A commented TOML file listing every key with its default."""
+    lines = ["# Dattavani ASR configuration. Environment variables DATTAVANI_<KEY> override these.", ""]
+    for name, field in Settings.model_fields.items():
+        if field.description:
+            lines.append(f"# {field.description}")
+        default = field.get_default(call_default_factory=True)
+        lines.append(f"# {name} = {_toml_value(default)}" if default is None else f"{name} = {_toml_value(default)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    import tomli_w
+
+    if value is None:
+        return '""'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
+
+
+def dump(settings: Settings) -> str:
+    import tomli_w
+
+    data = {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.model_dump().items() if v is not None}
+    return tomli_w.dumps(data)

@@ -1,0 +1,103 @@
+"""Word timestamps from Whisper's cross-attention alignment (CTranslate2 `align`)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from ..transcript import Word
+from .loader import LoadedModel
+from .windows import AudioWindow, RawSegment
+
+FRAMES_PER_SECOND = 50  # encoder frames: 16 kHz / hop 160 / stride 2
+MEL_FRAMES_PER_SECOND = 100
+PREPEND_PUNCTUATION = "\"'“¿([{-"
+APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
+
+
+TimedWord = tuple[str, float, float, float, int]  # word, start, end, probability, token count
+
+
+def _word_times(result: Any, tokens: list[int], tokenizer: Any) -> list[TimedWord]:
+    """Each word with its times relative to the window, probability and token count."""
+    words, word_tokens = tokenizer.split_to_word_tokens(tokens + [tokenizer.eot])
+    if len(word_tokens) <= 1:
+        return []
+    boundaries = np.pad(np.cumsum([len(t) for t in word_tokens[:-1]]), (1, 0))
+    pairs = np.array(result.alignments)
+    if pairs.size == 0:
+        return []
+    jumps = np.pad(np.diff(pairs[:, 0]), (1, 0), constant_values=1).astype(bool)
+    jump_times = pairs[:, 1][jumps] / FRAMES_PER_SECOND
+    probabilities = result.text_token_probs
+    timed = []
+    for index, word in enumerate(words[:-1]):
+        lo, hi = int(boundaries[index]), int(boundaries[index + 1])
+        start = float(jump_times[min(lo, len(jump_times) - 1)])
+        end = float(jump_times[min(hi, len(jump_times) - 1)])
+        probability = float(np.mean(probabilities[lo:hi])) if hi > lo else 0.0
+        timed.append((word, start, end, probability, hi - lo))
+    return _merge_punctuation(timed)
+
+
+def _merge_punctuation(timed: list[TimedWord]) -> list[TimedWord]:
+    """Attach leading quotes/brackets to the next word and trailing punctuation to the previous."""
+    merged: list[TimedWord] = []
+    carry, carry_tokens = "", 0
+    for word, start, end, prob, count in timed:
+        if word.startswith(" ") and word.strip() and word.strip() in PREPEND_PUNCTUATION:
+            carry, carry_tokens = carry + word, carry_tokens + count
+            continue
+        if merged and not merged[-1][0].endswith(" ") and word and word in APPEND_PUNCTUATION:
+            last = merged[-1]
+            merged[-1] = (last[0] + word, last[1], last[2], last[3], last[4] + count)
+            continue
+        merged.append((carry + word, start, end, prob, count + carry_tokens))
+        carry, carry_tokens = "", 0
+    return merged
+
+
+def _assign(segments: list[RawSegment], timed: list[TimedWord], window: AudioWindow) -> list[RawSegment]:
+    """Give each segment its words (by token count), monotonic and inside the window."""
+    out: list[RawSegment] = []
+    cursor = consumed = 0
+    previous_end = window.offset
+    segment_end_token = 0
+    for segment in segments:
+        taken = []
+        segment_end_token += len(segment.tokens)
+        while cursor < len(timed) and consumed < segment_end_token:
+            word, start, end, prob, count = timed[cursor]
+            begin = min(max(window.offset + start, previous_end), window.end)
+            finish = min(max(window.offset + end, begin), window.end)
+            taken.append(Word(round(begin, 3), round(finish, 3), word, round(prob, 4)))
+            previous_end = finish
+            consumed += count
+            cursor += 1
+        if taken:
+            segment = replace(segment, words=tuple(taken), start=taken[0].start, end=max(taken[-1].end, taken[0].start))
+        out.append(segment)
+    return out
+
+
+def add_word_timestamps(
+    model: LoadedModel,
+    encoded: Any,
+    windows: list[AudioWindow],
+    segments: list[list[RawSegment]],
+    tokenizer: Any,
+) -> list[list[RawSegment]]:
+    """Align the text of every window in one batched call and attach words to segments."""
+    text_tokens = [[t for s in window_segments for t in s.tokens] for window_segments in segments]
+    frames = [max(1, int(w.duration * MEL_FRAMES_PER_SECOND)) for w in windows]
+    results = model.whisper.align(encoded, tokenizer.sot_sequence, text_tokens, frames)
+    aligned = []
+    for window, window_segments, tokens, result in zip(windows, segments, text_tokens, results):
+        if not tokens:
+            aligned.append(window_segments)
+            continue
+        timed = _word_times(result, tokens, tokenizer)
+        aligned.append(_assign(window_segments, timed, window))
+    return aligned

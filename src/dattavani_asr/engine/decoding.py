@@ -1,0 +1,164 @@
+"""Batched Whisper decoding on CTranslate2 with openai/whisper's temperature fallback."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..audio import SAMPLE_RATE
+from ..options import DecodingOptions
+from .loader import LoadedModel
+from .windows import AudioWindow, Decoded
+
+WINDOW_SAMPLES = 30 * SAMPLE_RATE
+MAX_TEXT_TOKENS = 448
+TIME_PRECISION = 0.02
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def window_features(model: LoadedModel, windows: Sequence[AudioWindow]) -> np.ndarray:
+    """Log-Mel features of each window padded to 30 s: shape [batch, n_mels, 3000]."""
+    frames = WINDOW_SAMPLES // model.feature_extractor.hop_length
+    rows = []
+    for window in windows:
+        padded = np.zeros(WINDOW_SAMPLES, dtype=np.float32)
+        padded[: window.audio.shape[0]] = window.audio[:WINDOW_SAMPLES]
+        rows.append(model.feature_extractor(padded, padding=160)[:, :frames])
+    return np.ascontiguousarray(np.stack(rows), dtype=np.float32)
+
+
+def encode(model: LoadedModel, features: np.ndarray) -> Any:
+    import ctranslate2
+
+    on_cpu = model.device == "cpu"
+    return model.whisper.encode(ctranslate2.StorageView.from_array(features), to_cpu=on_cpu)
+
+
+def build_prompt(tokenizer: Any, options: DecodingOptions) -> list[int]:
+    """[<|startofprev|> hotwords prompt] <|startoftranscript|> lang task [<|notimestamps|>]."""
+    context = " ".join(part.strip() for part in (options.hotwords, options.initial_prompt) if part and part.strip())
+    prompt: list[int] = []
+    if context:
+        prompt = [tokenizer.sot_prev, *tokenizer.encode(" " + context)[-(MAX_TEXT_TOKENS // 2 - 1) :]]
+    prompt.extend(tokenizer.sot_sequence)
+    if options.without_timestamps:
+        prompt.append(tokenizer.no_timestamps)
+    return prompt
+
+
+def suppressed_tokens(tokenizer: Any) -> list[int]:
+    """Non-speech symbols and special tokens, as faster-whisper and openai/whisper suppress."""
+    specials = [tokenizer.transcribe, tokenizer.translate, tokenizer.sot, tokenizer.sot_prev, tokenizer.sot_lm]
+    specials.append(tokenizer.no_speech)
+    return sorted(set(tokenizer.non_speech_tokens) | set(specials))
+
+
+def _sampling_kwargs(options: DecodingOptions, temperature: float) -> dict[str, Any]:
+    if temperature > 0:
+        return {
+            "beam_size": 1,
+            "num_hypotheses": options.best_of,
+            "sampling_topk": 0,
+            "sampling_temperature": temperature,
+        }
+    return {"beam_size": options.beam_size, "patience": options.patience}
+
+
+def generate(
+    model: LoadedModel,
+    encoded: Any,
+    prompts: list[list[int]],
+    tokenizer: Any,
+    options: DecodingOptions,
+    temperature: float,
+) -> list[Decoded]:
+    """One generate call for a batch; returns the best hypothesis of each item."""
+    results = model.whisper.generate(
+        encoded,
+        prompts,
+        length_penalty=options.length_penalty,
+        repetition_penalty=options.repetition_penalty,
+        no_repeat_ngram_size=options.no_repeat_ngram_size,
+        max_length=MAX_TEXT_TOKENS,
+        return_scores=True,
+        return_no_speech_prob=True,
+        suppress_blank=options.suppress_blank,
+        suppress_tokens=suppressed_tokens(tokenizer),
+        max_initial_timestamp_index=int(round(options.max_initial_timestamp / TIME_PRECISION)),
+        **_sampling_kwargs(options, temperature),
+    )
+    decoded = []
+    for result in results:
+        tokens = tuple(result.sequences_ids[0])
+        cumulative = result.scores[0] * (len(tokens) ** options.length_penalty)
+        text = tokenizer.decode([t for t in tokens if t < tokenizer.eot]).strip()
+        decoded.append(
+            Decoded(
+                tokens=tokens,
+                text=text,
+                avg_logprob=cumulative / (len(tokens) + 1),
+                no_speech_prob=result.no_speech_prob,
+                compression_ratio=compression_ratio(text),
+                temperature=temperature,
+            )
+        )
+    return decoded
+
+
+def is_silence(decoded: Decoded, options: DecodingOptions) -> bool:
+    """Whisper's own no-speech rule: the no-speech token is likely and the text is unlikely."""
+    return decoded.no_speech_prob > options.no_speech_threshold and decoded.avg_logprob < options.log_prob_threshold
+
+
+def needs_fallback(decoded: Decoded, options: DecodingOptions) -> bool:
+    if is_silence(decoded, options):
+        return False
+    too_repetitive = decoded.compression_ratio > options.compression_ratio_threshold
+    return too_repetitive or decoded.avg_logprob < options.log_prob_threshold
+
+
+def _better(current: Decoded, candidate: Decoded, options: DecodingOptions) -> Decoded:
+    """Prefer a result that passes the repetition check, then the higher log probability."""
+    limit = options.compression_ratio_threshold
+
+    def rank(item: Decoded) -> tuple[bool, float]:
+        return (item.compression_ratio <= limit, item.avg_logprob)
+
+    return candidate if rank(candidate) > rank(current) else current
+
+
+def decode_with_fallback(
+    model: LoadedModel,
+    features: np.ndarray,
+    encoded: Any,
+    prompts: list[list[int]],
+    tokenizer: Any,
+    options: DecodingOptions,
+) -> list[Decoded]:
+    """Decode at the first temperature; re-decode only the failing items at the next ones."""
+    temperatures = options.temperatures or (0.0,)
+    best = generate(model, encoded, prompts, tokenizer, options, temperatures[0])
+    for temperature in temperatures[1:]:
+        failing = [i for i, item in enumerate(best) if needs_fallback(item, options)]
+        if not failing:
+            break
+        subset = encode(model, np.ascontiguousarray(features[failing]))
+        retried = generate(model, subset, [prompts[i] for i in failing], tokenizer, options, temperature)
+        for index, candidate in zip(failing, retried):
+            chosen = candidate if not needs_fallback(candidate, options) else _better(best[index], candidate, options)
+            best[index] = chosen
+    return best
+
+
+def confidence(avg_logprob: float, no_speech_prob: float) -> float:
+    """A 0–1 score: the mean token probability, discounted by the chance of no speech."""
+    mean_token_probability = math.exp(min(0.0, avg_logprob))
+    return round(mean_token_probability * (1.0 - no_speech_prob), 4)

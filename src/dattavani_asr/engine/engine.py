@@ -1,0 +1,95 @@
+"""Decode batches of speech windows with one loaded Whisper model."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from ..errors import InvalidOptionError
+from ..options import TASKS, DecodingOptions
+from .alignment import add_word_timestamps
+from .decoding import build_prompt, confidence, decode_with_fallback, encode, is_silence, window_features
+from .loader import LoadedModel
+from .segments import split_segments
+from .windows import AudioWindow, RawSegment, WindowResult
+
+
+def supported_languages() -> tuple[str, ...]:
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    return tuple(_LANGUAGE_CODES)
+
+
+class WhisperEngine:
+    """Batched transcription of speech windows on one CTranslate2 Whisper model."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def check_options(self, options: DecodingOptions) -> None:
+        """Refuse what this model cannot do, before any audio is decoded."""
+        if options.task not in TASKS:
+            raise InvalidOptionError(f"unknown task {options.task!r}: use transcribe or translate")
+        if options.beam_size < 1:
+            raise InvalidOptionError("beam size must be at least 1")
+        language = options.language
+        if language is not None and language not in supported_languages():
+            raise InvalidOptionError(f"unknown language code {language!r} (use an ISO 639-1 code such as en, hi, kn)")
+        if not self.model.multilingual:
+            if language not in (None, "en"):
+                raise InvalidOptionError(
+                    f"model {self.name} is English-only and cannot transcribe {language!r}: "
+                    "use a multilingual model (e.g. --model base)"
+                )
+            if options.task == "translate":
+                raise InvalidOptionError(f"model {self.name} is English-only and cannot translate: use --model base")
+
+    def detect_language(self, encoded: Any, windows: list[AudioWindow]) -> tuple[str, float]:
+        """Language with the highest duration-weighted probability over the windows."""
+        if not self.model.multilingual:
+            return "en", 1.0
+        scores: dict[str, float] = defaultdict(float)
+        total = 0.0
+        for window, ranking in zip(windows, self.model.whisper.detect_language(encoded)):
+            weight = max(window.duration, 0.1)
+            total += weight
+            for token, probability in ranking:
+                scores[token[2:-2]] += probability * weight
+        language = max(scores, key=scores.__getitem__)
+        return language, round(scores[language] / total, 4)
+
+    def transcribe_batch(
+        self, windows: list[AudioWindow], options: DecodingOptions, language: str | None = None
+    ) -> tuple[list[WindowResult], str, float]:
+        """Decode windows together; detect the language first when none is given."""
+        features = window_features(self.model, windows)
+        encoded = encode(self.model, features)
+        probability = 1.0
+        language = language or options.language
+        if language is None:
+            language, probability = self.detect_language(encoded, windows)
+        tokenizer = self.model.tokenizer(options.task, language)
+        prompts = [build_prompt(tokenizer, options)] * len(windows)
+        decoded = decode_with_fallback(self.model, features, encoded, prompts, tokenizer, options)
+        segments: list[list[RawSegment]] = [
+            [] if is_silence(item, options) else split_segments(item.tokens, window, tokenizer)
+            for item, window in zip(decoded, windows)
+        ]
+        if options.word_timestamps and any(segments):
+            segments = add_word_timestamps(self.model, encoded, windows, segments, tokenizer)
+        results = [
+            WindowResult(
+                window=window,
+                decoded=item,
+                segments=tuple(window_segments),
+                language=language,
+                model=self.name,
+                confidence=confidence(item.avg_logprob, item.no_speech_prob),
+            )
+            for window, item, window_segments in zip(windows, decoded, segments)
+        ]
+        return results, language, probability

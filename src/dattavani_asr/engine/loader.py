@@ -1,0 +1,115 @@
+"""Load CTranslate2 Whisper models once per process and reuse them.
+
+We call CTranslate2 directly rather than through `faster_whisper.WhisperModel.transcribe`: its
+sequential loop decodes one 30-s window at a time, while we batch speech windows (from one file
+now, from many files and requests later). We still reuse faster-whisper's well-tested pieces:
+the numpy log-Mel `FeatureExtractor`, the `Tokenizer` and the bundled Silero VAD.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelError
+from ..models import resolve
+from .device import resolve_compute_type, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A CTranslate2 Whisper model with its tokenizer and feature extractor."""
+
+    name: str
+    path: Path
+    device: str
+    compute_type: str
+    whisper: Any
+    hf_tokenizer: Any
+    feature_extractor: Any
+    load_seconds: float
+    _tokenizers: dict[tuple[str, str | None], Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def multilingual(self) -> bool:
+        return bool(self.whisper.is_multilingual)
+
+    def tokenizer(self, task: str, language: str | None) -> Any:
+        """A faster-whisper Tokenizer for this task/language (cached)."""
+        from faster_whisper.tokenizer import Tokenizer
+
+        key = (task, language)
+        if key not in self._tokenizers:
+            if self.multilingual:
+                self._tokenizers[key] = Tokenizer(self.hf_tokenizer, True, task=task, language=language or "en")
+            else:
+                self._tokenizers[key] = Tokenizer(self.hf_tokenizer, False, task="transcribe", language="en")
+        return self._tokenizers[key]
+
+
+_CACHE: dict[tuple[str, str, str], LoadedModel] = {}
+_LOCK = threading.Lock()
+
+
+def _n_mels(path: Path, default: int) -> int:
+    config = path / "preprocessor_config.json"
+    if config.is_file():
+        return int(json.loads(config.read_text()).get("feature_size", default))
+    return default
+
+
+def _load(name: str, path: Path, device: str, compute_type: str, cpu_threads: int) -> LoadedModel:
+    import ctranslate2
+    import tokenizers
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    started = time.perf_counter()
+    try:
+        whisper = ctranslate2.models.Whisper(
+            str(path), device=device, compute_type=compute_type, intra_threads=cpu_threads, inter_threads=1
+        )
+        hf_tokenizer = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise ModelError(f"cannot load model {name} from {path}: {exc}") from exc
+    extractor = FeatureExtractor(feature_size=_n_mels(path, whisper.n_mels))
+    seconds = time.perf_counter() - started
+    log.info("loaded model %s (%s, %s) in %.2f s", name, device, whisper.compute_type, seconds)
+    return LoadedModel(name, path, device, whisper.compute_type, whisper, hf_tokenizer, extractor, seconds)
+
+
+def load_model(
+    name: str,
+    *,
+    device: str = "auto",
+    compute_type: str = "auto",
+    cpu_threads: int = 0,
+    cache_dir: Path | None = None,
+) -> LoadedModel:
+    """Return the process-wide model for (name, device, compute type), loading it on first use."""
+    device = resolve_device(device)
+    compute_type = resolve_compute_type(compute_type, device)
+    key = (name, device, compute_type)
+    with _LOCK:
+        if key not in _CACHE:
+            path = resolve(name, cache_dir)
+            threads = cpu_threads or os.cpu_count() or 1
+            _CACHE[key] = _load(name, path, device, compute_type, threads)
+        return _CACHE[key]
+
+
+def loaded_models() -> list[LoadedModel]:
+    with _LOCK:
+        return list(_CACHE.values())
+
+
+def unload_all() -> None:
+    with _LOCK:
+        _CACHE.clear()

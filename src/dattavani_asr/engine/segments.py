@@ -1,0 +1,81 @@
+"""Turn a window's generated tokens into timed segments, and cut repetition loops."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .decoding import TIME_PRECISION
+from .windows import AudioWindow, RawSegment
+
+MIN_LOOP_REPEATS = 4
+MIN_LOOP_TOKENS = 12
+ALWAYS_LOOP_REPEATS = 8
+
+
+def cut_repetition_loops(tokens: list[int], max_ngram: int = 24) -> list[int]:
+    """Collapse an n-gram repeated back to back into a single copy.
+
+    A decoding loop ("thank you. thank you. thank you. ...") is cut when a phrase repeats at
+    least 4 times and covers at least 12 tokens, or repeats 8 times whatever its length;
+    shorter natural repetitions ("no, no, no") are left alone.
+    """
+    result = list(tokens)
+    for size in range(1, max_ngram + 1):
+        index = 0
+        while index + size * 2 <= len(result):
+            phrase = result[index : index + size]
+            repeats = 1
+            while result[index + repeats * size : index + (repeats + 1) * size] == phrase:
+                repeats += 1
+            is_loop = repeats >= ALWAYS_LOOP_REPEATS or (
+                repeats >= MIN_LOOP_REPEATS and repeats * size >= MIN_LOOP_TOKENS
+            )
+            if is_loop:
+                del result[index + size : index + repeats * size]
+            index += 1
+    return result
+
+
+def _timed_runs(tokens: list[int], timestamp_begin: int) -> list[tuple[float | None, float | None, list[int]]]:
+    """Split on timestamp tokens: each run of text tokens with its opening/closing time if any."""
+    runs: list[tuple[float | None, float | None, list[int]]] = []
+    start: float | None = None
+    text: list[int] = []
+    for token in tokens:
+        if token < timestamp_begin:
+            text.append(token)
+            continue
+        time = (token - timestamp_begin) * TIME_PRECISION
+        if text:
+            runs.append((start, time, text))
+            text, start = [], None
+        else:
+            start = time
+    if text:
+        runs.append((start, None, text))
+    return runs
+
+
+def split_segments(tokens: tuple[int, ...], window: AudioWindow, tokenizer: Any) -> list[RawSegment]:
+    """Timed segments in source time; text after the last timestamp runs to the window's end."""
+    content = [t for t in tokens if t != tokenizer.eot]
+    segments: list[RawSegment] = []
+    previous_end = 0.0
+    for start, end, text_tokens in _timed_runs(content, tokenizer.timestamp_begin):
+        text_tokens = cut_repetition_loops(text_tokens)
+        text = tokenizer.decode(text_tokens)
+        if not text.strip():
+            continue
+        begin = min(max(start if start is not None else previous_end, previous_end), window.duration)
+        finish = min(end if end is not None else window.duration, window.duration)
+        finish = max(finish, begin)
+        segments.append(
+            RawSegment(
+                start=round(window.offset + begin, 3),
+                end=round(window.offset + finish, 3),
+                tokens=tuple(text_tokens),
+                text=text,
+            )
+        )
+        previous_end = finish
+    return segments

@@ -1,0 +1,61 @@
+"""The unit of work the engine decodes: one stretch of audio of at most 30 s."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..audio import SAMPLE_RATE
+from ..transcript import Word
+
+
+@dataclass(frozen=True)
+class AudioWindow:
+    """Audio to decode in one pass, and where it sits in the source (seconds)."""
+
+    offset: float
+    audio: np.ndarray
+
+    @property
+    def duration(self) -> float:
+        return self.audio.shape[0] / SAMPLE_RATE
+
+    @property
+    def end(self) -> float:
+        return self.offset + self.duration
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One decoding of one window: tokens and the scores used for fallback decisions."""
+
+    tokens: tuple[int, ...]
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+    temperature: float
+
+
+@dataclass(frozen=True)
+class RawSegment:
+    """A timed run of text tokens inside a window, before ids are assigned."""
+
+    start: float
+    end: float
+    tokens: tuple[int, ...]
+    text: str
+    words: tuple[Word, ...] = ()
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """The engine's answer for one window."""
+
+    window: AudioWindow
+    decoded: Decoded
+    segments: tuple[RawSegment, ...]
+    language: str
+    model: str
+    confidence: float

@@ -1,0 +1,57 @@
+"""Typed errors. Each carries the process exit code the CLI uses for it."""
+
+from __future__ import annotations
+
+
+class DattavaniError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+    exit_code: int = 1
+
+
+class UnreadablePathError(DattavaniError):
+    """The input path does not exist, is a directory, or cannot be read."""
+
+    exit_code = 3
+
+
+class UndecodableAudioError(DattavaniError):
+    """The data is not a container/codec FFmpeg can decode."""
+
+    exit_code = 4
+
+
+class NoAudioStreamError(DattavaniError):
+    """The container decodes but holds no audio stream (e.g. a silent video)."""
+
+    exit_code = 5
+
+
+class EmptyAudioError(DattavaniError):
+    """The input holds no samples, or only digital silence."""
+
+    exit_code = 6
+
+
+class ModelError(DattavaniError):
+    """A model cannot be found, installed, verified or loaded."""
+
+    exit_code = 7
+
+
+class InvalidOptionError(DattavaniError):
+    """An option value is not usable (e.g. Hindi on an English-only model)."""
+
+    exit_code = 8
+
+
+class ConfigError(DattavaniError):
+    """The configuration file or environment holds an invalid or unknown key."""
+
+    exit_code = 9
+
+
+class OutputError(DattavaniError):
+    """A transcript could not be written."""
+
+    exit_code = 10

@@ -1,0 +1,62 @@
+"""Frozen option objects passed between stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TASKS = ("transcribe", "translate")
+
+
+@dataclass(frozen=True)
+class VadOptions:
+    """Silero VAD settings used to cut audio into speech windows."""
+
+    threshold: float = 0.5
+    min_speech_ms: int = 250
+    min_silence_ms: int = 500
+    speech_pad_ms: int = 300
+    max_window_s: float = 30.0
+    max_gap_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """How Whisper decodes one window.
+
+    Temperature fallback follows openai/whisper: decode greedily/beam at 0, and retry at the
+    next temperature when the text is too repetitive (compression ratio) or too unlikely
+    (average log probability), unless the window looks like non-speech.
+    """
+
+    task: str = "transcribe"
+    language: str | None = None
+    beam_size: int = 5
+    best_of: int = 5
+    patience: float = 1.0
+    length_penalty: float = 1.0
+    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    compression_ratio_threshold: float = 2.4
+    log_prob_threshold: float = -1.0
+    no_speech_threshold: float = 0.6
+    initial_prompt: str | None = None
+    hotwords: str | None = None
+    word_timestamps: bool = False
+    without_timestamps: bool = False
+    max_initial_timestamp: float = 1.0
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    suppress_blank: bool = True
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """Everything one transcription call needs beyond the model itself."""
+
+    decoding: DecodingOptions = field(default_factory=DecodingOptions)
+    vad: VadOptions | None = field(default_factory=VadOptions)
+    batch_size: int = 8
+    start: float | None = None
+    end: float | None = None
+    channel: int | None = None
+    fallback_model: str | None = None
+    min_confidence: float = 0.6
