@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, Any
 
 import av
 import numpy as np
@@ -27,9 +27,10 @@ from .errors import (
 
 SAMPLE_RATE = 16000
 DEFAULT_BLOCK_SECONDS = 60.0
+SEEK_PREROLL = 0.5  # seconds decoded and dropped before --start: decoder/resampler warm-up
 SILENCE_PEAK = 1e-4  # about -80 dBFS: digital silence, not a quiet room
 
-AudioSource = Union[str, os.PathLike[str], bytes, bytearray, IO[bytes]]
+AudioSource = str | os.PathLike[str] | bytes | bytearray | IO[bytes]
 
 
 @dataclass(frozen=True)
@@ -146,13 +147,17 @@ def _pick_channel(array: np.ndarray, channel: int | None) -> np.ndarray:
 
 
 def _clip(
-    pieces: Iterator[tuple[float | None, np.ndarray]], start: float, end: float | None
+    pieces: Iterator[tuple[float | None, np.ndarray]], start: float, end: float | None, origin: float = 0.0
 ) -> Iterator[np.ndarray]:
-    """Keep only samples inside [start, end), using the first frame time after a seek."""
+    """Keep only samples inside [start, end), using the first frame time after a seek.
+
+    Times count from `origin`, the stream's start time (e.g. 25 ms of encoder delay in an mp3), so that
+    sample 0 of a full decode is time 0 and a range decode matches the same slice of the full decode.
+    """
     position: float | None = None
     for time, samples in pieces:
         if position is None:
-            position = time if time is not None else 0.0
+            position = time - origin if time is not None else 0.0
         first = position
         position += samples.shape[0] / SAMPLE_RATE
         lo = max(0, round((start - first) * SAMPLE_RATE))
@@ -161,6 +166,13 @@ def _clip(
             yield samples[lo:hi]
         if end is not None and position >= end:
             return
+
+
+def _stream_origin(stream: Any) -> float:
+    """The stream's start time in seconds: the timestamp that sample 0 of a full decode carries."""
+    if stream.start_time is None or stream.time_base is None:
+        return 0.0
+    return float(stream.start_time * stream.time_base)
 
 
 def _blocks(pieces: Iterator[np.ndarray], block_samples: int) -> Iterator[np.ndarray]:
@@ -194,10 +206,12 @@ def iter_audio(
     with container:
         stream = _audio_stream(container, name)
         stream.thread_type = "AUTO"
+        origin = _stream_origin(stream)
         if start:
-            container.seek(int(start * av.time_base), any_frame=False, backward=True)
+            target = max(0.0, start - SEEK_PREROLL) + origin
+            container.seek(int(target * av.time_base), any_frame=False, backward=True)
         frames = _decoded_frames(container, stream, name)
-        pieces = _clip(_resampled(frames, channel), start or 0.0, end)
+        pieces = _clip(_resampled(frames, channel), start or 0.0, end, origin)
         try:
             yield from _blocks(pieces, int(block_seconds * SAMPLE_RATE))
         except av.error.FFmpegError as exc:

@@ -13,12 +13,29 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from .errors import ConfigError
 
 CONFIG_FILENAME = "dattavani-asr.toml"
 ENV_PREFIX = "DATTAVANI_"
+OPTIONAL_TEXT_FIELDS = ("cache_dir", "language", "output_dir", "initial_prompt", "hotwords", "fallback_model")
+
+
+class _EnvSource(EnvSettingsSource):
+    """Reads `DATTAVANI_*`; list values may be a comma list (`txt,srt`) as well as JSON (`["txt"]`)."""
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        if isinstance(value, str) and not value.lstrip().startswith(("[", "{")):
+            return value
+        return super().decode_complex_value(field_name, field, value)
 
 
 class Settings(BaseSettings):
@@ -50,6 +67,12 @@ class Settings(BaseSettings):
     def _split_formats(cls, value: Any) -> Any:
         return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
+    @field_validator(*OPTIONAL_TEXT_FIELDS, mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        """`language = ""` (as the template shows unset keys) or `DATTAVANI_LANGUAGE=` mean: not set."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -59,7 +82,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings)
+        return (init_settings, _EnvSource(settings_cls))
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -71,7 +94,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
     unknown = sorted(set(data) - set(Settings.model_fields))
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(Settings.model_fields)}")
+        known = ", ".join(Settings.model_fields)
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; known keys: {known}")
     return data
 
 
@@ -103,6 +127,8 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
         return Settings(**layered)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from exc
+    except SettingsError as exc:
+        raise ConfigError(f"invalid configuration (environment {ENV_PREFIX}*): {exc}") from exc
 
 
 def _describe(error: ValidationError, path: Path | None) -> str:

@@ -52,7 +52,7 @@ COMMON_FORMATS = (
 def _resample_linear(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
     if source_rate == target_rate:
         return samples
-    count = int(round(samples.shape[0] * target_rate / source_rate))
+    count = round(samples.shape[0] * target_rate / source_rate)
     positions = np.linspace(0, samples.shape[0] - 1, count)
     return np.interp(positions, np.arange(samples.shape[0]), samples).astype(np.float32)
 

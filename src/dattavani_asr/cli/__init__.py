@@ -12,7 +12,7 @@ def main() -> None:
     from .app import app, console
 
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except SystemExit:
         raise
     except KeyboardInterrupt:
@@ -31,3 +31,4 @@ def main() -> None:
             sys.exit(exc.exit_code)
         console.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc} (set DATTAVANI_LOG_LEVEL=debug)")
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

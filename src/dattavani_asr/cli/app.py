@@ -13,7 +13,7 @@ from rich.console import Console
 from ..config import Settings, load_settings
 from ..errors import DattavaniError, InvalidOptionError
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 app = typer.Typer(
     name="dattavani-asr",
     help="Fast, robust speech-to-text with Whisper on CTranslate2 (offline, embedded default model).",

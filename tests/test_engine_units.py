@@ -1,0 +1,49 @@
+"""Pure pieces of the engine and chunking: no model needed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dattavani_asr.chunking import AudioStats, speech_windows
+from dattavani_asr.engine.segments import cut_repetition_loops
+from dattavani_asr.vad import Span, fixed_windows, merge_spans
+
+
+def test_repetition_loop_is_cut_to_one_copy() -> None:
+    phrase = [11, 12, 13, 14]
+    assert cut_repetition_loops([1, *phrase * 6, 2]) == [1, *phrase, 2]
+
+
+def test_single_token_loop_is_cut() -> None:
+    assert cut_repetition_loops([5] * 20) == [5]
+
+
+def test_natural_repetition_is_kept() -> None:
+    natural = [7, 8, 7, 8, 7, 8, 9]  # "no, no, no"
+    assert cut_repetition_loops(natural) == natural
+
+
+def test_merge_spans_respects_gap_and_window_length() -> None:
+    sr = 16000
+    spans = [Span(0, 5 * sr), Span(6 * sr, 10 * sr), Span(15 * sr, 20 * sr), Span(20 * sr + 1, 48 * sr)]
+    merged = merge_spans(spans, max_window_s=30.0, max_gap_s=2.0)
+    assert merged == [Span(0, 10 * sr), Span(15 * sr, 20 * sr), Span(20 * sr + 1, 48 * sr)]
+
+
+def test_fixed_windows_cover_everything() -> None:
+    windows = fixed_windows(65 * 16000, 30.0)
+    assert windows[0].start == 0 and windows[-1].end == 65 * 16000
+    assert all(a.end == b.start for a, b in zip(windows, windows[1:]))
+
+
+def test_windows_without_vad_are_seamless_across_blocks() -> None:
+    audio = np.arange(100 * 16000, dtype=np.float32) / 1e7
+    blocks = [audio[i : i + 7 * 16000] for i in range(0, audio.shape[0], 7 * 16000)]
+    stats = AudioStats()
+    windows = list(speech_windows(blocks, None, offset=5.0, stats=stats))
+    assert stats.samples == audio.shape[0]
+    joined = np.concatenate([w.audio for w in windows])
+    np.testing.assert_array_equal(joined, audio)
+    assert windows[0].offset == 5.0
+    assert all(abs(a.end - b.offset) < 1e-6 for a, b in zip(windows, windows[1:]))
+    assert max(w.duration for w in windows) <= 30.0
