@@ -22,7 +22,7 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -51,7 +51,7 @@ class FileMeta:
     lfs: bool
 
     def lfs_pointer(self) -> bytes:
-        return f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.sha256}\nsize {self.size}\n".encode()
+        return _lfs_pointer(self.sha256, self.size)
 
     def tree_entry(self) -> dict[str, object]:
         entry: dict[str, object] = {"type": "file", "path": self.name, "size": self.size, "oid": self.git_oid}
@@ -72,24 +72,26 @@ class FileMeta:
                 yield block
 
 
+def _lfs_pointer(sha256: str, size: int) -> bytes:
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+
+
 def _git_blob_oid(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def file_meta(name: str, source: Path | bytes) -> FileMeta:
-    data_hash = hashlib.sha256()
-    if isinstance(source, bytes):
-        data_hash.update(source)
-        size = len(source)
-    else:
-        with source.open("rb") as handle:
+    data = source if isinstance(source, bytes) else None
+    size = len(data) if data is not None else Path(source).stat().st_size
+    digest = hashlib.sha256(data or b"")
+    if data is None:
+        with Path(source).open("rb") as handle:
             while block := handle.read(1 << 22):
-                data_hash.update(block)
-        size = source.stat().st_size
+                digest.update(block)
     lfs = size > LFS_THRESHOLD or name.endswith(".bin")
-    meta = FileMeta(name, source, size, data_hash.hexdigest(), "", lfs)
-    content = meta.lfs_pointer() if lfs else (source if isinstance(source, bytes) else source.read_bytes())
-    return FileMeta(name, source, size, meta.sha256, _git_blob_oid(content), lfs)
+    pointer = _lfs_pointer(digest.hexdigest(), size)
+    content = pointer if lfs else (data if data is not None else Path(source).read_bytes())
+    return FileMeta(name, source, size, digest.hexdigest(), _git_blob_oid(content), lfs)
 
 
 @dataclass
@@ -180,7 +182,7 @@ class FakeHub:
         else:
             handler.send_json({"error": "not found"}, status=404)
 
-    def _with_repo(self, handler: _Handler, repo_id: str, revision: str, then: _RepoView) -> None:
+    def _with_repo(self, handler: _Handler, repo_id: str, revision: str, then: Callable[[_Handler, FakeRepo], None]) -> None:
         repo = self._repos.get(repo_id)
         if repo is None:
             handler.send_json({"error": "Repository not found"}, 404, {"X-Error-Code": "RepoNotFound"})
@@ -209,10 +211,6 @@ class FakeHub:
             handler.send_empty(302, {**commit, **linked, "ETag": f'"{meta.git_oid}"', "Location": cdn})
         else:
             handler.send_file(meta, {**commit, "ETag": f'"{meta.git_oid}"'})
-
-
-class _RepoView:  # typing only: the callables _with_repo dispatches to
-    def __call__(self, handler: _Handler, repo: FakeRepo) -> None: ...
 
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:

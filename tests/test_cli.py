@@ -20,7 +20,9 @@ CLI = [sys.executable, "-c", "from dattavani_asr.cli import main; main()"]
 def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("DATTAVANI_") or k == "DATTAVANI_CACHE_DIR"}
     environment.update(env or {})
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, env=environment, timeout=300)
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, cwd=cwd, env=environment, timeout=300, check=False
+    )
 
 
 @pytest.fixture()

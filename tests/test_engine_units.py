@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 
 from dattavani_asr.chunking import AudioStats, speech_windows
 from dattavani_asr.engine.segments import cut_repetition_loops
-from dattavani_asr.vad import Span, fixed_windows, merge_spans
+from dattavani_asr.vad import Span, fixed_windows, merge_spans, pad_windows
 
 
 def test_repetition_loop_is_cut_to_one_copy() -> None:
@@ -33,7 +35,7 @@ def test_merge_spans_respects_gap_and_window_length() -> None:
 def test_fixed_windows_cover_everything() -> None:
     windows = fixed_windows(65 * 16000, 30.0)
     assert windows[0].start == 0 and windows[-1].end == 65 * 16000
-    assert all(a.end == b.start for a, b in zip(windows, windows[1:]))
+    assert all(a.end == b.start for a, b in pairwise(windows))
 
 
 def test_windows_without_vad_are_seamless_across_blocks() -> None:
@@ -45,5 +47,14 @@ def test_windows_without_vad_are_seamless_across_blocks() -> None:
     joined = np.concatenate([w.audio for w in windows])
     np.testing.assert_array_equal(joined, audio)
     assert windows[0].offset == 5.0
-    assert all(abs(a.end - b.offset) < 1e-6 for a, b in zip(windows, windows[1:]))
+    assert all(abs(a.end - b.offset) < 1e-6 for a, b in pairwise(windows))
     assert max(w.duration for w in windows) <= 30.0
+
+
+def test_pad_windows_reaches_into_pauses_without_overlap_or_overflow() -> None:
+    sr = 16000
+    windows = [Span(2 * sr, 10 * sr), Span(10 * sr + sr // 2, 39 * sr + sr // 2)]
+    padded = pad_windows(windows, 50 * sr, lead_s=1.0, tail_s=0.5, max_window_s=30.0)
+    assert padded == [Span(1 * sr, 10 * sr + sr // 2), Span(10 * sr + sr // 2, 40 * sr)]
+    assert all(w.length <= 30 * sr for w in padded)
+    assert all(a.end <= b.start for a, b in pairwise(padded))

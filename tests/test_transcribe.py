@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +36,14 @@ def test_jfk_segments_and_confidence(jfk_transcript: Any) -> None:
         assert 0.5 < segment.confidence <= 1.0
         assert -1.0 < segment.avg_logprob < 0.0
         assert segment.no_speech_prob < 0.2
-    assert all(a.end <= b.start + 0.01 for a, b in zip(segments, segments[1:]))
+    assert all(a.end <= b.start + 0.01 for a, b in pairwise(segments))
 
 
 def test_word_timestamps_monotonic_inside_audio(jfk_transcript: Any) -> None:
     words = jfk_transcript.words
     assert len(words) >= 20
     assert "".join(w.word for w in words).strip() == jfk_transcript.text.replace("  ", " ").strip()
-    for previous, word in zip(words, words[1:]):
+    for previous, word in pairwise(words):
         assert previous.end <= word.start + 1e-6
     assert all(0.0 <= w.start <= w.end <= jfk_transcript.duration for w in words)
     country = [w for w in words if "country" in w.word]

@@ -127,15 +127,24 @@ def _decoded_frames(container: Any, stream: Any, name: str) -> Iterator[Any]:
 
 
 def _resampled(frames: Iterator[Any], channel: int | None) -> Iterator[tuple[float | None, np.ndarray]]:
-    """Resample frames to 16 kHz float32, mono or one chosen channel; yields (time, samples)."""
+    """Resample frames to 16 kHz float32, mono or one chosen channel; yields (time, samples).
+
+    Only the first piece carries a time: that of the first decoded frame, whose first sample it starts
+    with. The resampler may hold back a whole short frame (e.g. the 47-sample first frame of an mp3),
+    so the time of the frame that happens to release the first output would be late.
+    """
     resampler = av.AudioResampler(format="fltp", layout="mono" if channel is None else None, rate=SAMPLE_RATE)
+    time: float | None = None
+    first = True
     for frame in frames:
-        time = frame.time
+        if first and time is None:
+            time = frame.time
         for out in resampler.resample(frame):
-            yield time, _pick_channel(out.to_ndarray(), channel)
-            time = None
+            yield (time if first else None), _pick_channel(out.to_ndarray(), channel)
+            first = False
     for out in resampler.resample(None):
-        yield None, _pick_channel(out.to_ndarray(), channel)
+        yield (time if first else None), _pick_channel(out.to_ndarray(), channel)
+        first = False
 
 
 def _pick_channel(array: np.ndarray, channel: int | None) -> np.ndarray:

@@ -10,7 +10,7 @@ import numpy as np
 from .audio import SAMPLE_RATE
 from .engine.windows import AudioWindow
 from .options import VadOptions
-from .vad import Span, fixed_windows, merge_spans, speech_spans
+from .vad import Span, fixed_windows, merge_spans, pad_windows, speech_spans
 
 TAIL_SECONDS = 1.0
 
@@ -45,7 +45,8 @@ def plan_windows(audio: np.ndarray, vad: VadOptions | None, max_window_s: float 
     """Speech windows of `audio` (merged VAD spans), or fixed 30-s windows without VAD."""
     if vad is None:
         return fixed_windows(audio.shape[0], max_window_s)
-    return merge_spans(speech_spans(audio, vad), vad.max_window_s, vad.max_gap_s)
+    merged = merge_spans(speech_spans(audio, vad), vad.max_window_s, vad.max_gap_s)
+    return pad_windows(merged, audio.shape[0], vad.lead_pad_s, vad.tail_pad_s, vad.max_window_s)
 
 
 def speech_windows(

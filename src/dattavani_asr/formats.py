@@ -11,6 +11,7 @@ import io
 import time
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import av
 import numpy as np
@@ -54,13 +55,14 @@ def _resample_linear(samples: np.ndarray, source_rate: int, target_rate: int) ->
         return samples
     count = round(samples.shape[0] * target_rate / source_rate)
     positions = np.linspace(0, samples.shape[0] - 1, count)
-    return np.interp(positions, np.arange(samples.shape[0]), samples).astype(np.float32)
+    resampled: np.ndarray = np.interp(positions, np.arange(samples.shape[0]), samples).astype(np.float32)
+    return resampled
 
 
-def _add_video(container: av.container.OutputContainer, codec: str, duration: float) -> list[av.Packet]:
+def _add_video(container: Any, codec: str, duration: float) -> list[Any]:
     stream = container.add_stream(codec, rate=10)
     stream.width, stream.height, stream.pix_fmt = 64, 48, ("yuvj420p" if codec == "mjpeg" else "yuv420p")
-    packets: list[av.Packet] = []
+    packets: list[Any] = []
     for index in range(max(1, int(duration * 10))):
         image = np.full((48, 64, 3), (index * 7) % 255, dtype=np.uint8)
         frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format=stream.pix_fmt)
@@ -70,7 +72,7 @@ def _add_video(container: av.container.OutputContainer, codec: str, duration: fl
     return packets
 
 
-def _audio_packets(container: av.container.OutputContainer, case: FormatCase, samples: np.ndarray) -> list[av.Packet]:
+def _audio_packets(container: Any, case: FormatCase, samples: np.ndarray) -> list[Any]:
     stream = container.add_stream(case.codec, rate=case.sample_rate)
     stream.layout = "mono"
     stream.format = case.sample_format
@@ -79,7 +81,7 @@ def _audio_packets(container: av.container.OutputContainer, case: FormatCase, sa
         stream.codec_context.bit_rate = 96_000
     resampler = av.AudioResampler(format=case.sample_format, layout="mono", rate=case.sample_rate)
     frame_size = stream.codec_context.frame_size or 1024
-    packets: list[av.Packet] = []
+    packets: list[Any] = []
     pts = 0
     for begin in range(0, samples.shape[0], frame_size):
         chunk = samples[begin : begin + frame_size]

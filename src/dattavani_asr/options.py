@@ -17,6 +17,10 @@ class VadOptions:
     speech_pad_ms: int = 300
     max_window_s: float = 30.0
     max_gap_s: float = 2.0
+    # Silero's state after speech delays the onset of the next sentence by up to ~1 s, so
+    # windows reach back into the preceding pause; Whisper itself skips the silence.
+    lead_pad_s: float = 1.0
+    tail_pad_s: float = 0.5
 
 
 @dataclass(frozen=True)

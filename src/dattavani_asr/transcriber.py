@@ -177,7 +177,9 @@ def _batched(windows: Iterator[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-def _apply_fallback(fallback: Any, results: list[Any], decoding: DecodingOptions, options: TranscribeOptions) -> list[Any]:
+def _apply_fallback(
+    fallback: Any, results: list[Any], decoding: DecodingOptions, options: TranscribeOptions
+) -> list[Any]:
     """Re-run low-confidence windows on the fallback model; keep whichever is more confident."""
     weak = [i for i, r in enumerate(results) if r.segments and r.confidence < options.min_confidence]
     if not weak:

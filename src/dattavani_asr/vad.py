@@ -60,6 +60,19 @@ def merge_spans(spans: list[Span], max_window_s: float, max_gap_s: float) -> lis
     return windows
 
 
+def pad_windows(windows: list[Span], total: int, lead_s: float, tail_s: float, max_window_s: float) -> list[Span]:
+    """Widen windows into the pauses around them without overlapping or exceeding the length cap."""
+    lead, tail, cap = int(lead_s * SAMPLE_RATE), int(tail_s * SAMPLE_RATE), int(max_window_s * SAMPLE_RATE)
+    padded: list[Span] = []
+    for index, window in enumerate(windows):
+        floor = padded[-1].end if padded else 0
+        ceiling = windows[index + 1].start if index + 1 < len(windows) else total
+        start = max(floor, window.start - lead, window.end - cap)
+        end = min(ceiling, window.end + tail, start + cap)
+        padded.append(Span(start, end))
+    return padded
+
+
 def fixed_windows(num_samples: int, max_window_s: float) -> list[Span]:
     """Consecutive windows covering everything, for when VAD is turned off."""
     step = int(max_window_s * SAMPLE_RATE)

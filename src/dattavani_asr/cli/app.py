@@ -36,7 +36,9 @@ def transcribe(
     language: Annotated[str | None, typer.Option("--language", "-l", help="ISO code; default: detect")] = None,
     task: Annotated[str | None, typer.Option(help="transcribe or translate (to English)")] = None,
     output_format: Annotated[str | None, typer.Option("--format", "-f", help="txt,srt,vtt,json,tsv or all")] = None,
-    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-d", help="Default: <input dir>/gen-transcript")] = None,
+    output_dir: Annotated[
+        Path | None, typer.Option("--output-dir", "-d", help="Default: <input dir>/gen-transcript")
+    ] = None,
     output: Annotated[str | None, typer.Option("--output", "-o", help="'-' writes the first format to stdout")] = None,
     word_timestamps: Annotated[bool | None, typer.Option("--word-timestamps/--no-word-timestamps")] = None,
     beam_size: Annotated[int | None, typer.Option(min=1, max=16)] = None,
@@ -56,11 +58,23 @@ def transcribe(
 ) -> None:
     """Transcribe files; write <input dir>/gen-transcript/<name>.<ext> and print the text."""
     settings = load_settings(
-        config, model=model, language=language, task=task, formats=output_format, output_dir=output_dir,
-        word_timestamps=word_timestamps, beam_size=beam_size, device=device, compute_type=compute_type,
-        vad=vad, initial_prompt=initial_prompt, hotwords=hotwords, fallback_model=fallback_model,
-        min_confidence=min_confidence, batch_size=batch_size,
-    )  # fmt: skip
+        config,
+        model=model,
+        language=language,
+        task=task,
+        formats=output_format,
+        output_dir=output_dir,
+        word_timestamps=word_timestamps,
+        beam_size=beam_size,
+        device=device,
+        compute_type=compute_type,
+        vad=vad,
+        initial_prompt=initial_prompt,
+        hotwords=hotwords,
+        fallback_model=fallback_model,
+        min_confidence=min_confidence,
+        batch_size=batch_size,
+    )
     configure_logging(settings.log_level)
     from .transcribe_cmd import TranscribeJob
 

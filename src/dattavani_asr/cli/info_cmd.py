@@ -54,8 +54,9 @@ def _check_model(settings: Settings) -> tuple[Check, Check]:
 
     try:
         started = time.perf_counter()
-        loaded = load_model(settings.model, device=settings.device, compute_type=settings.compute_type,
-                            cache_dir=settings.cache_dir)  # fmt: skip
+        loaded = load_model(
+            settings.model, device=settings.device, compute_type=settings.compute_type, cache_dir=settings.cache_dir
+        )
         took = time.perf_counter() - started
         model = Check("model", True, f"{settings.model} loaded in {took:.2f} s from {loaded.path}")
         device = Check("device", True, f"{loaded.device}, compute type {loaded.compute_type}")
@@ -74,8 +75,9 @@ def _check_decode_and_inference(settings: Settings) -> Check:
     tone = (0.2 * np.sin(2 * np.pi * 300 * np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE)).astype(np.float32)
     try:
         decoded = decode_audio(encode_audio(tone, SAMPLE_RATE, COMMON_FORMATS[3]))
-        transcriber = Transcriber(settings.model, device=settings.device, compute_type=settings.compute_type,
-                                  cache_dir=settings.cache_dir)  # fmt: skip
+        transcriber = Transcriber(
+            settings.model, device=settings.device, compute_type=settings.compute_type, cache_dir=settings.cache_dir
+        )
         started = time.perf_counter()
         transcriber.transcribe(decoded, make_options(vad=False, language="en"))
         took = time.perf_counter() - started

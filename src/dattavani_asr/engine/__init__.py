@@ -14,4 +14,5 @@ __all__ = [
     "load_model",
     "loaded_models",
     "supported_languages",
+    "unload_all",
 ]

@@ -22,7 +22,7 @@ TimedWord = tuple[str, float, float, float, int]  # word, start, end, probabilit
 
 def _word_times(result: Any, tokens: list[int], tokenizer: Any) -> list[TimedWord]:
     """Each word with its times relative to the window, probability and token count."""
-    words, word_tokens = tokenizer.split_to_word_tokens(tokens + [tokenizer.eot])
+    words, word_tokens = tokenizer.split_to_word_tokens([*tokens, tokenizer.eot])
     if len(word_tokens) <= 1:
         return []
     boundaries = np.pad(np.cumsum([len(t) for t in word_tokens[:-1]]), (1, 0))
@@ -77,8 +77,9 @@ def _assign(segments: list[RawSegment], timed: list[TimedWord], window: AudioWin
             consumed += count
             cursor += 1
         if taken:
-            segment = replace(segment, words=tuple(taken), start=taken[0].start, end=max(taken[-1].end, taken[0].start))
-        out.append(segment)
+            out.append(replace(segment, words=tuple(taken), start=taken[0].start, end=taken[-1].end))
+        else:
+            out.append(segment)
     return out
 
 

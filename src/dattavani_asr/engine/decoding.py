@@ -92,7 +92,7 @@ def generate(
         return_no_speech_prob=True,
         suppress_blank=options.suppress_blank,
         suppress_tokens=suppressed_tokens(tokenizer),
-        max_initial_timestamp_index=int(round(options.max_initial_timestamp / TIME_PRECISION)),
+        max_initial_timestamp_index=round(options.max_initial_timestamp / TIME_PRECISION),
         **_sampling_kwargs(options, temperature),
     )
     decoded = []

@@ -11,7 +11,7 @@ def cuda_available() -> bool:
     import ctranslate2
 
     try:
-        return ctranslate2.get_cuda_device_count() > 0
+        return int(ctranslate2.get_cuda_device_count()) > 0
     except RuntimeError:
         return False
 

@@ -61,8 +61,8 @@ def split_segments(tokens: tuple[int, ...], window: AudioWindow, tokenizer: Any)
     content = [t for t in tokens if t != tokenizer.eot]
     segments: list[RawSegment] = []
     previous_end = 0.0
-    for start, end, text_tokens in _timed_runs(content, tokenizer.timestamp_begin):
-        text_tokens = cut_repetition_loops(text_tokens)
+    for start, end, run_tokens in _timed_runs(content, tokenizer.timestamp_begin):
+        text_tokens = cut_repetition_loops(run_tokens)
         text = tokenizer.decode(text_tokens)
         if not text.strip():
             continue

@@ -19,7 +19,7 @@ class AudioWindow:
 
     @property
     def duration(self) -> float:
-        return self.audio.shape[0] / SAMPLE_RATE
+        return float(self.audio.shape[0] / SAMPLE_RATE)
 
     @property
     def end(self) -> float:
