@@ -361,10 +361,18 @@ def setup_line(args: argparse.Namespace, items: list[Item]) -> str:
         cpu = names[0] if names else cpu
     versions = ", ".join(f"{p} {version_of(p)}" for p in ("dattavani-asr", "faster-whisper", "ctranslate2"))
     audio = sum(item.duration for item in items)
+    legend = (
+        "load = import + model load inside the process; cold start = process launch to model ready; "
+        "1st call = the untimed warm-up transcription of the first clip; wall = sum of per-clip fastest; RTF = wall / audio."
+    )
     return (
-        f"Model `{args.model}`, languages {args.languages}: {len(items)} clips, {audio:.1f} s of audio. "
-        f"CPU: {cpu} ({os.cpu_count()} cores), {args.threads} threads, beam {args.beam_size}, "
-        f"fastest of {args.repeat} run(s) per file{', after a warm-up' if args.warmup else ''}. {versions}."
+        legend
+        + "\n\n"
+        + (
+            f"Model `{args.model}`, languages {args.languages}: {len(items)} clips, {audio:.1f} s of audio. "
+            f"CPU: {cpu} ({os.cpu_count()} cores), {args.threads} threads, beam {args.beam_size}, "
+            f"fastest of {args.repeat} run(s) per file{', after a warm-up' if args.warmup else ''}. {versions}."
+        )
     )
 
 
@@ -377,7 +385,19 @@ def version_of(package: str) -> str:
 
 def summary_table(results: list[dict[str, Any]], languages: list[str]) -> list[str]:
     lang_cols = [f"WER {lang} %" for lang in languages] if len(languages) > 1 else []
-    head = ["system", "files", "audio s", "load s", "cold start s", "wall s", "RTF", "peak RSS MB", "WER %", *lang_cols]
+    head = [
+        "system",
+        "files",
+        "audio s",
+        "load s",
+        "cold start s",
+        "1st call s",
+        "wall s",
+        "RTF",
+        "peak RSS MB",
+        "WER %",
+    ]
+    head += lang_cols
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for r in results:
         if "error" in r or "skipped" in r:
@@ -386,7 +406,8 @@ def summary_table(results: list[dict[str, Any]], languages: list[str]) -> list[s
             continue
         per_lang = [pct(r["wer_by_lang"].get(lang)) for lang in languages] if lang_cols else []
         cells = [LABELS[r["system"]], str(r["files_n"]), f"{r['audio_s']:.1f}", f"{r['load_s']:.2f}"]
-        cells += [f"{r['cold_start_s']:.2f}", f"{r['wall_s']:.2f}", f"{r['rtf']:.3f}", f"{r['peak_rss_mb']:.0f}"]
+        first = f"{r['warmup_s']:.2f}" if "warmup_s" in r else "-"
+        cells += [f"{r['cold_start_s']:.2f}", first, f"{r['wall_s']:.2f}", f"{r['rtf']:.3f}", f"{r['peak_rss_mb']:.0f}"]
         lines.append("| " + " | ".join([*cells, pct(r["wer"]), *per_lang]) + " |")
     return lines
 

@@ -7,7 +7,7 @@ It implements only what `huggingface_hub.snapshot_download` (2.x) asks for:
   `allow_patterns` (2.x lists the tree; it no longer relies on the `siblings` of the repo info).
 - `HEAD /{repo}/resolve/{rev}/{file}`: file metadata from headers: `X-Repo-Commit`, `ETag` and
   `Content-Length`. Like the real Hub, LFS files answer with a 302 to a "CDN" on another origin
-  (`localhost` instead of `127.0.0.1`) and carry `X-Linked-Etag` / `X-Linked-Size` on the redirect.
+  (a second port on 127.0.0.1) and carry `X-Linked-Etag` / `X-Linked-Size` on the redirect.
 - `GET` of the file (or of the CDN url), honouring `Range: bytes=a-[b]` with a 206 reply.
 - `GET /api/agent-harnesses`: huggingface_hub fetches this registry once a day when it builds its
   User-Agent header (unless HF_HUB_DISABLE_TELEMETRY is set); answered with an empty registry.
@@ -82,15 +82,17 @@ def _git_blob_oid(data: bytes) -> str:
 
 def file_meta(name: str, source: Path | bytes) -> FileMeta:
     data = source if isinstance(source, bytes) else None
-    size = len(data) if data is not None else Path(source).stat().st_size
     digest = hashlib.sha256(data or b"")
-    if data is None:
-        with Path(source).open("rb") as handle:
+    if isinstance(source, Path):
+        with source.open("rb") as handle:
             while block := handle.read(1 << 22):
                 digest.update(block)
+    size = len(source) if isinstance(source, bytes) else source.stat().st_size
     lfs = size > LFS_THRESHOLD or name.endswith(".bin")
-    pointer = _lfs_pointer(digest.hexdigest(), size)
-    content = pointer if lfs else (data if data is not None else Path(source).read_bytes())
+    if lfs:
+        content = _lfs_pointer(digest.hexdigest(), size)
+    else:
+        content = source if isinstance(source, bytes) else source.read_bytes()
     return FileMeta(name, source, size, digest.hexdigest(), _git_blob_oid(content), lfs)
 
 
@@ -117,7 +119,7 @@ class FakeHub:
     _repos: dict[str, FakeRepo] = field(default_factory=dict, init=False)
     _by_sha: dict[str, FileMeta] = field(default_factory=dict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
-    _server: ThreadingHTTPServer | None = field(default=None, init=False)
+    _servers: list[ThreadingHTTPServer] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         for repo_id, files in self.repos.items():
@@ -127,8 +129,13 @@ class FakeHub:
 
     @property
     def port(self) -> int:
-        assert self._server is not None, "hub not started"
-        return int(self._server.server_address[1])
+        assert self._servers, "hub not started"
+        return int(self._servers[0].server_address[1])
+
+    @property
+    def cdn_endpoint(self) -> str:
+        assert self._servers, "hub not started"
+        return f"http://127.0.0.1:{self._servers[1].server_address[1]}"
 
     @property
     def endpoint(self) -> str:
@@ -139,16 +146,21 @@ class FakeHub:
 
     def start(self) -> FakeHub:
         handler = type("Handler", (_Handler,), {"hub": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="fake-hub", daemon=True).start()
+        for role in ("hub", "cdn"):  # two origins: the hub redirects LFS files to the "cdn"
+            server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+            server.daemon_threads = True
+            serve = threading.Thread(
+                target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=role, daemon=True
+            )
+            serve.start()
+            self._servers.append(server)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        while self._servers:
+            server = self._servers.pop()
+            server.shutdown()
+            server.server_close()
 
     def __enter__(self) -> FakeHub:
         return self.start()
@@ -176,13 +188,14 @@ class FakeHub:
         elif match := re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)", path):
             self._with_repo(handler, match[1], match[2], self._tree)
         elif match := re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path):
-            self._with_repo(handler, match[1], match[2], lambda h, repo: self._resolve(h, repo, match[3]))
+            name = match[3]
+            self._with_repo(handler, match[1], match[2], lambda h, repo: self._resolve(h, repo, name))
         elif (match := re.fullmatch(r"/cdn/([0-9a-f]{64})", path)) and match[1] in self._by_sha:
             handler.send_file(self._by_sha[match[1]], {})
         else:
             handler.send_json({"error": "not found"}, status=404)
 
-    def _with_repo(self, handler: _Handler, repo_id: str, revision: str, then: Callable[[_Handler, FakeRepo], None]) -> None:
+    def _with_repo(self, handler: _Handler, repo_id: str, revision: str, then: RepoView) -> None:
         repo = self._repos.get(repo_id)
         if repo is None:
             handler.send_json({"error": "Repository not found"}, 404, {"X-Error-Code": "RepoNotFound"})
@@ -206,11 +219,14 @@ class FakeHub:
         if meta is None:
             handler.send_json({"error": "Entry not found"}, 404, {**commit, "X-Error-Code": "EntryNotFound"})
         elif meta.lfs:  # like the Hub: redirect LFS files to a CDN on another origin
-            cdn = f"http://localhost:{self.port}/cdn/{meta.sha256}"
+            cdn = f"{self.cdn_endpoint}/cdn/{meta.sha256}"
             linked = {"X-Linked-Etag": f'"{meta.sha256}"', "X-Linked-Size": str(meta.size)}
             handler.send_empty(302, {**commit, **linked, "ETag": f'"{meta.git_oid}"', "Location": cdn})
         else:
             handler.send_file(meta, {**commit, "ETag": f'"{meta.git_oid}"'})
+
+
+RepoView = Callable[["_Handler", FakeRepo], None]
 
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:

@@ -254,7 +254,9 @@ def test_channel_on_mono_input(speech_files: dict[str, Path], full_decodes: dict
 
 
 @pytest.mark.parametrize("name", ["mp3", "mp4", "wav24"])
-def test_bytes_and_file_like_inputs(name: str, speech_files: dict[str, Path], full_decodes: dict[str, np.ndarray]) -> None:
+def test_bytes_and_file_like_inputs(
+    name: str, speech_files: dict[str, Path], full_decodes: dict[str, np.ndarray]
+) -> None:
     path = speech_files[name]
     data = path.read_bytes()
     expected = full_decodes[name]

@@ -1,8 +1,9 @@
 """Decode any audio or video input to 16 kHz mono float32 with PyAV, in bounded blocks.
 
 Memory stays flat however long the input is: `iter_audio` yields fixed-size blocks and never
-holds the whole file. Corrupt packets in the middle of a file are skipped; a file where nothing
-decodes raises `UndecodableAudioError`.
+holds the whole file. Corrupt packets in the middle of a file are skipped (and, where timestamps
+show the time they covered, replaced by silence so later audio keeps its place); a file where
+nothing decodes raises `UndecodableAudioError`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from .errors import (
 SAMPLE_RATE = 16000
 DEFAULT_BLOCK_SECONDS = 60.0
 SEEK_PREROLL = 0.5  # seconds decoded and dropped before --start: decoder/resampler warm-up
+MIN_GAP = 0.05  # seconds: a larger jump in frame timestamps is audio lost to corrupt packets, filled with silence
+MAX_GAP = 60.0  # seconds: a larger jump is a timestamp discontinuity, not lost audio, and is not filled
 SILENCE_PEAK = 1e-4  # about -80 dBFS: digital silence, not a quiet room
 
 AudioSource = str | os.PathLike[str] | bytes | bytearray | IO[bytes]
@@ -131,20 +134,35 @@ def _resampled(frames: Iterator[Any], channel: int | None) -> Iterator[tuple[flo
 
     Only the first piece carries a time: that of the first decoded frame, whose first sample it starts
     with. The resampler may hold back a whole short frame (e.g. the 47-sample first frame of an mp3),
-    so the time of the frame that happens to release the first output would be late.
+    so the time of the frame that happens to release the first output would be late. Where timestamps
+    show lost audio (corrupt packets skipped), silence of that length keeps later audio in place.
     """
     resampler = av.AudioResampler(format="fltp", layout="mono" if channel is None else None, rate=SAMPLE_RATE)
     time: float | None = None
+    expected: float | None = None
     first = True
     for frame in frames:
         if first and time is None:
             time = frame.time
-        for out in resampler.resample(frame):
-            yield (time if first else None), _pick_channel(out.to_ndarray(), channel)
+        gap = _gap(expected, frame.time)
+        begin = frame.time if frame.time is not None else expected
+        expected = None if begin is None else begin + frame.samples / frame.sample_rate
+        pieces = [np.zeros(round(gap * SAMPLE_RATE), dtype=np.float32)] if gap else []
+        pieces += [_pick_channel(out.to_ndarray(), channel) for out in resampler.resample(frame)]
+        for samples in pieces:
+            yield (time if first else None), samples
             first = False
     for out in resampler.resample(None):
         yield (time if first else None), _pick_channel(out.to_ndarray(), channel)
         first = False
+
+
+def _gap(expected: float | None, time: float | None) -> float:
+    """Seconds of audio missing before a frame at `time`, when the previous frame ended at `expected`."""
+    if expected is None or time is None:
+        return 0.0
+    gap = time - expected
+    return gap if MIN_GAP <= gap <= MAX_GAP else 0.0
 
 
 def _pick_channel(array: np.ndarray, channel: int | None) -> np.ndarray:

@@ -41,12 +41,13 @@ def _with_last(blocks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, bool]
         current = following
 
 
-def plan_windows(audio: np.ndarray, vad: VadOptions | None, max_window_s: float = 30.0) -> list[Span]:
-    """Speech windows of `audio` (merged VAD spans), or fixed 30-s windows without VAD."""
+def plan_windows(audio: np.ndarray, vad: VadOptions | None, max_window_s: float = 30.0) -> list[tuple[Span, int]]:
+    """(window, first speech sample) pairs: padded merged VAD spans, or fixed 30-s windows without VAD."""
     if vad is None:
-        return fixed_windows(audio.shape[0], max_window_s)
+        return [(span, span.start) for span in fixed_windows(audio.shape[0], max_window_s)]
     merged = merge_spans(speech_spans(audio, vad), vad.max_window_s, vad.max_gap_s)
-    return pad_windows(merged, audio.shape[0], vad.lead_pad_s, vad.tail_pad_s, vad.max_window_s)
+    padded = pad_windows(merged, audio.shape[0], vad.lead_pad_s, vad.tail_pad_s, vad.max_window_s)
+    return [(window, speech.start) for window, speech in zip(padded, merged)]
 
 
 def speech_windows(
@@ -65,11 +66,12 @@ def speech_windows(
         buffer = np.concatenate([buffer, block]) if buffer.size else block
         spans = plan_windows(buffer, vad)
         ready = spans if is_last else spans[:-1]
-        for span in ready:
+        for span, onset in ready:
             start = offset + (buffer_start + span.start) / SAMPLE_RATE
-            yield AudioWindow(start, np.array(buffer[span.start : span.end], dtype=np.float32))
+            audio = np.array(buffer[span.start : span.end], dtype=np.float32)
+            yield AudioWindow(start, audio, speech_start=(onset - span.start) / SAMPLE_RATE)
         if is_last:
             return
-        cut = spans[-1].start if spans else max(0, buffer.shape[0] - int(TAIL_SECONDS * SAMPLE_RATE))
+        cut = spans[-1][0].start if spans else max(0, buffer.shape[0] - int(TAIL_SECONDS * SAMPLE_RATE))
         buffer = buffer[cut:]
         buffer_start += cut

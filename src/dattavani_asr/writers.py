@@ -38,17 +38,22 @@ class TxtWriter(Writer):
 
     def write(self, transcript: Transcript, stream: TextIO) -> None:
         for segment in transcript.segments:
-            stream.write(segment.text.strip() + "\n")
+            if segment.text.strip():
+                stream.write(segment.text.strip() + "\n")
 
 
 class _SubtitleWriter(Writer):
     decimal_marker: ClassVar[str] = "."
     always_hours: ClassVar[bool] = False
 
+    def escape(self, text: str) -> str:
+        """Make cue text safe: one line (a blank line would end the cue), no '-->' (a timing line)."""
+        return " ".join(text.split()).replace("-->", "->")
+
     def cues(self, transcript: Transcript) -> list[tuple[str, str, str]]:
         cues = []
         for segment in transcript.segments:
-            text = segment.text.strip().replace("-->", "->")
+            text = self.escape(segment.text)
             if text:
                 cues.append((self.time(segment.start), self.time(max(segment.end, segment.start + 0.001)), text))
         return cues
@@ -71,6 +76,11 @@ class VttWriter(_SubtitleWriter):
     extension = "vtt"
     always_hours = True
 
+    def escape(self, text: str) -> str:
+        """WebVTT cue text is markup: '&', '<' and '>' must be character references."""
+        flat = " ".join(text.split())
+        return flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
     def write(self, transcript: Transcript, stream: TextIO) -> None:
         stream.write("WEBVTT\n\n")
         for start, end, text in self.cues(transcript):
@@ -85,7 +95,7 @@ class TsvWriter(Writer):
     def write(self, transcript: Transcript, stream: TextIO) -> None:
         stream.write("start\tend\ttext\n")
         for segment in transcript.segments:
-            text = segment.text.strip().replace("\t", " ")
+            text = " ".join(segment.text.split())  # no tab or line break may split a row
             stream.write(f"{round(segment.start * 1000)}\t{round(segment.end * 1000)}\t{text}\n")
 
 

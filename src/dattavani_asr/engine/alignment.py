@@ -9,6 +9,7 @@ import numpy as np
 
 from ..transcript import Word
 from .loader import LoadedModel
+from .segments import ONSET_TOLERANCE
 from .windows import AudioWindow, RawSegment
 
 FRAMES_PER_SECOND = 50  # encoder frames: 16 kHz / hop 160 / stride 2
@@ -59,17 +60,30 @@ def _merge_punctuation(timed: list[TimedWord]) -> list[TimedWord]:
     return merged
 
 
+def _longest_plausible_word(timed: list[TimedWord]) -> float:
+    """openai/whisper's rule: twice the median word duration, itself capped at 0.7 s."""
+    durations = [end - start for _, start, end, _, _ in timed if end > start]
+    return 2 * min(0.7, float(np.median(durations))) if durations else 2 * 0.7
+
+
 def _assign(segments: list[RawSegment], timed: list[TimedWord], window: AudioWindow) -> list[RawSegment]:
-    """Give each segment its words (by token count), monotonic and inside the window."""
+    """Give each segment its words (by token count), monotonic and inside the window.
+
+    A segment's first word that DTW stretched back into the preceding pause is cut to a
+    plausible length, so subtitles do not appear before the speaker starts.
+    """
     out: list[RawSegment] = []
     cursor = consumed = 0
-    previous_end = window.offset
+    previous_end = window.offset + max(0.0, window.speech_start - ONSET_TOLERANCE)
+    longest = _longest_plausible_word(timed)
     segment_end_token = 0
     for segment in segments:
-        taken = []
+        taken: list[Word] = []
         segment_end_token += len(segment.tokens)
         while cursor < len(timed) and consumed < segment_end_token:
             word, start, end, prob, count = timed[cursor]
+            if not taken and end - start > longest:
+                start = end - longest
             begin = min(max(window.offset + start, previous_end), window.end)
             finish = min(max(window.offset + end, begin), window.end)
             taken.append(Word(round(begin, 3), round(finish, 3), word, round(prob, 4)))

@@ -7,6 +7,7 @@ from typing import Any
 from .decoding import TIME_PRECISION
 from .windows import AudioWindow, RawSegment
 
+ONSET_TOLERANCE = 0.5  # Silero can hear an onset late, so only clearly-early starts are moved
 MIN_LOOP_REPEATS = 4
 MIN_LOOP_TOKENS = 12
 ALWAYS_LOOP_REPEATS = 8
@@ -60,7 +61,7 @@ def split_segments(tokens: tuple[int, ...], window: AudioWindow, tokenizer: Any)
     """Timed segments in source time; text after the last timestamp runs to the window's end."""
     content = [t for t in tokens if t != tokenizer.eot]
     segments: list[RawSegment] = []
-    previous_end = 0.0
+    previous_end = max(0.0, window.speech_start - ONSET_TOLERANCE)
     for start, end, run_tokens in _timed_runs(content, tokenizer.timestamp_begin):
         text_tokens = cut_repetition_loops(run_tokens)
         text = tokenizer.decode(text_tokens)

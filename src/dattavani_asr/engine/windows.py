@@ -12,10 +12,15 @@ from ..transcript import Word
 
 @dataclass(frozen=True)
 class AudioWindow:
-    """Audio to decode in one pass, and where it sits in the source (seconds)."""
+    """Audio to decode in one pass, where it sits in the source, and where VAD heard speech begin.
+
+    `speech_start` is seconds from the window start: windows reach back into the preceding pause,
+    and Whisper tends to time the first words from the very start of such a window.
+    """
 
     offset: float
     audio: np.ndarray
+    speech_start: float = 0.0
 
     @property
     def duration(self) -> float:
