@@ -32,6 +32,11 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEMS = ("ours", "faster-whisper", "openai-whisper")
+LEGEND = (
+    "load = imports + model load inside the process; cold start = process launch to model ready; "
+    "1st call = the untimed warm-up transcription of the first clip; wall = sum over clips of the fastest run; "
+    "RTF = wall / audio; peak RSS = the process's own ru_maxrss."
+)
 LABELS = {
     "ours": "Dattavani ASR (`Transcriber`)",
     "faster-whisper": "faster-whisper `WhisperModel` int8",
@@ -361,18 +366,10 @@ def setup_line(args: argparse.Namespace, items: list[Item]) -> str:
         cpu = names[0] if names else cpu
     versions = ", ".join(f"{p} {version_of(p)}" for p in ("dattavani-asr", "faster-whisper", "ctranslate2"))
     audio = sum(item.duration for item in items)
-    legend = (
-        "load = import + model load inside the process; cold start = process launch to model ready; "
-        "1st call = the untimed warm-up transcription of the first clip; wall = sum of per-clip fastest; RTF = wall / audio."
-    )
     return (
-        legend
-        + "\n\n"
-        + (
-            f"Model `{args.model}`, languages {args.languages}: {len(items)} clips, {audio:.1f} s of audio. "
-            f"CPU: {cpu} ({os.cpu_count()} cores), {args.threads} threads, beam {args.beam_size}, "
-            f"fastest of {args.repeat} run(s) per file{', after a warm-up' if args.warmup else ''}. {versions}."
-        )
+        f"Model `{args.model}`, languages {args.languages}: {len(items)} clips, {audio:.1f} s of audio. "
+        f"CPU: {cpu} ({os.cpu_count()} cores), {args.threads} threads, beam {args.beam_size}, "
+        f"fastest of {args.repeat} run(s) per file{', after a warm-up' if args.warmup else ''}. {versions}."
     )
 
 
@@ -508,7 +505,7 @@ def find_jfk(args: argparse.Namespace) -> tuple[Path, str] | None:
 
 def render(args: argparse.Namespace, items: list[Item], report: dict[str, Any]) -> str:
     languages = [lang for lang in args.languages.split(",") if lang]
-    lines = [setup_line(args, items), "", *summary_table(report["systems"], languages), ""]
+    lines = [setup_line(args, items), "", LEGEND, "", *summary_table(report["systems"], languages), ""]
     lines += ratio_lines(report["ratios"])
     if report["cli"]:
         lines += ["", *cli_table(report["cli"], args.cli_runs, report["jfk"])]

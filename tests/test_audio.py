@@ -156,7 +156,7 @@ def test_range_end_past_duration_is_clipped() -> None:
 
 
 def test_range_past_end_of_file_is_empty() -> None:
-    with pytest.raises(EmptyAudioError, match="jfk.flac"):
+    with pytest.raises(EmptyAudioError, match=r"jfk\.flac"):
         decode_audio(JFK, start=30, end=40)
 
 

@@ -232,7 +232,7 @@ def test_cli_continues_after_a_bad_file(tmp_path: Path) -> None:
     """Several bad files in one call: one error line each, exit code of the first failure."""
     paths = [_make(tmp_path, key)[0] for key in ("missing", "text-as-mp3", "video-only")]
     process = start_cli(["transcribe", *(p.name for p in paths)], cwd=tmp_path, env={"TMPDIR": str(tmp_path)})
-    stdout, stderr = process.communicate(timeout=120)
+    _, stderr = process.communicate(timeout=120)
     assert process.returncode == UnreadablePathError.exit_code
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert [line.startswith("error:") for line in lines] == [True, True, True]

@@ -83,7 +83,7 @@ def test_explicit_config_path_replaces_the_working_directory_file(tmp_path: Path
 
 
 def test_missing_explicit_config(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="nope.toml"):
+    with pytest.raises(ConfigError, match=r"nope\.toml"):
         load_settings(tmp_path / "nope.toml")
 
 
@@ -218,8 +218,10 @@ def test_config_show(tmp_path: Path) -> None:
     _write_config(good)
     bad_file = _write_config(bad, 'model = "base"\nbeamsize = 3\n')
     env = {"DATTAVANI_BEAM_SIZE": "9", "DATTAVANI_CACHE_DIR": str(tmp_path / "cache")}
+    elsewhere = _write_config(tmp_path, 'model = "small"\nbeam_size = 2\n', name="elsewhere.toml")
     show = start_cli(["config", "show"], cwd=good, env=env)
     rejected = start_cli(["config", "show"], cwd=bad, env=env)
+    explicit = start_cli(["config", "show", "--config", str(elsewhere)], cwd=good, env={})
     out, err = show.communicate(timeout=60)
     assert show.returncode == 0, err
     shown = tomllib.loads(out)
@@ -233,6 +235,10 @@ def test_config_show(tmp_path: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith("error:"), err
     assert "beamsize" in lines[0] and bad_file.name in lines[0]
     assert "Traceback" not in err and out == ""
+    out, err = explicit.communicate(timeout=60)
+    assert explicit.returncode == 0, err
+    shown = tomllib.loads(out)
+    assert (shown["model"], shown["beam_size"], shown["formats"]) == ("small", 2, ["txt"])  # not ./dattavani-asr.toml
 
 
 def test_config_show_rejects_unknown_environment_variable(tmp_path: Path) -> None:

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import dattavani_asr.audio
-from dattavani_asr.formats import COMMON_FORMATS, FormatCase, check_formats
+from dattavani_asr.formats import COMMON_FORMATS, FormatCase, FormatCheck, check_formats
 from helpers_audio import run_cli
 
 
 @pytest.fixture(scope="module")
-def results() -> list:
+def results() -> list[FormatCheck]:
     return check_formats()
 
 
-def test_every_common_format_decodes(results: list) -> None:
+def test_every_common_format_decodes(results: list[FormatCheck]) -> None:
     assert [item.case for item in results] == list(COMMON_FORMATS)
     failed = {item.case.name: item.detail for item in results if not item.ok}
     assert failed == {}
@@ -51,7 +52,9 @@ def test_unavailable_formats_are_reported_not_raised() -> None:
         (lambda source: np.full(5 * 16000, 0.3, dtype=np.float32), "wrong length"),
     ],
 )
-def test_a_decode_that_loses_the_tone_is_not_ok(fake: object, reason: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_decode_that_loses_the_tone_is_not_ok(
+    fake: Callable[[object], np.ndarray], reason: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(dattavani_asr.audio, "decode_audio", fake)
     checks = check_formats(COMMON_FORMATS[:2])
     assert [item.ok for item in checks] == [False, False], reason

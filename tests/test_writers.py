@@ -226,7 +226,7 @@ def test_interrupted_write_leaves_no_temp_file(
 def test_os_errors_become_output_errors(transcript: Transcript, tmp_path: Path) -> None:
     occupied = tmp_path / "talk.txt"
     occupied.mkdir()  # a directory where the file should go: the final rename fails
-    with pytest.raises(OutputError, match="talk.txt"):
+    with pytest.raises(OutputError, match=r"talk\.txt"):
         write_atomic(transcript, "txt", occupied)
     assert [p.name for p in tmp_path.iterdir()] == ["talk.txt"]
     assert list(occupied.iterdir()) == []
