@@ -99,10 +99,25 @@ def test_config_file_sets_defaults(jfk_copy: Path) -> None:
 def test_health_check_passes() -> None:
     result = run("health-check")
     assert result.returncode == 0, result.stderr
-    assert "decode + inference" in result.stderr and "FAIL" not in result.stderr
+    assert "decode + inference" in result.stdout and "FAIL" not in result.stdout
 
 
 def test_health_check_fails_truthfully_on_missing_model(tmp_path: Path) -> None:
     result = run("health-check", env={"DATTAVANI_MODEL": str(tmp_path / "nowhere")})
     assert result.returncode == 1
-    assert "FAIL" in result.stderr
+    assert "FAIL" in result.stdout
+
+
+def test_inputs_differing_only_by_extension_do_not_overwrite(jfk_copy: Path) -> None:
+    twin = jfk_copy.with_suffix(".ogg")
+    from dattavani_asr.audio import decode_audio
+    from dattavani_asr.formats import COMMON_FORMATS, encode_audio
+
+    opus = next(case for case in COMMON_FORMATS if case.name == "ogg (opus)")
+    twin.write_bytes(encode_audio(decode_audio(JFK, end=4.0), 16000, opus))
+    result = run("transcribe", str(jfk_copy), str(twin), "-q")
+    assert result.returncode == 0, result.stderr
+    folder = jfk_copy.parent / "gen-transcript"
+    assert sorted(p.name for p in folder.iterdir()) == ["jfk.flac.txt", "jfk.ogg.txt"]
+    assert "country" in (folder / "jfk.flac.txt").read_text()
+    assert "country" not in (folder / "jfk.ogg.txt").read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -118,13 +119,14 @@ class Transcriber:
     ) -> Transcript:
         """Transcribe one input. Pass `options`, or keyword arguments accepted by `make_options`."""
         options = options or make_options(**kwargs)
+        blocks = _opened(self._blocks(source, options))  # bad input fails before any model loads
         engine = self.engine()
         engine.check_options(options.decoding)
         fallback = self.engine(options.fallback_model) if options.fallback_model else None
         started = time.perf_counter()
         stats = AudioStats()
         run = _Run(options=options, language=options.decoding.language)
-        windows = speech_windows(self._blocks(source, options), options.vad, offset=options.start or 0.0, stats=stats)
+        windows = speech_windows(blocks, options.vad, offset=options.start or 0.0, stats=stats)
         for batch in _batched(windows, options.batch_size):
             self._run_batch(engine, fallback, batch, run)
             if progress is not None:
@@ -164,6 +166,13 @@ class Transcriber:
                 total=round(total, 3),
             ),
         )
+
+
+def _opened(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """Decode the first block now, so open/decode errors surface before the model loads."""
+    iterator = iter(blocks)
+    first = next(iterator, None)
+    return iter(()) if first is None else itertools.chain([first], iterator)
 
 
 def _batched(windows: Iterator[Any], size: int) -> Iterator[list[Any]]:

@@ -65,6 +65,7 @@ class Transcript:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["text"] = self.text
+        data["segments"] = list(data["segments"])
         for segment in data["segments"]:
             segment["tokens"] = list(segment["tokens"])
             segment["words"] = list(segment["words"])

@@ -132,10 +132,13 @@ def get_writer(fmt: str) -> Writer:
     return WRITERS[parse_formats(fmt)[0]]()
 
 
-def output_path(source: Path, fmt: str, output_dir: Path | None) -> Path:
-    """`<input folder>/gen-transcript/<name>.<ext>` by default, or `<output_dir>/<name>.<ext>`."""
+def output_path(source: Path, fmt: str, output_dir: Path | None, *, keep_suffix: bool = False) -> Path:
+    """`<input folder>/gen-transcript/<name>.<ext>` by default, or `<output_dir>/<name>.<ext>`.
+
+    `keep_suffix` names it `<name>.<input ext>.<ext>`, for inputs that differ only by extension.
+    """
     folder = output_dir if output_dir is not None else source.parent / OUTPUT_SUBDIR
-    return folder / f"{source.stem}.{fmt}"
+    return folder / f"{source.name if keep_suffix else source.stem}.{fmt}"
 
 
 def write_atomic(transcript: Transcript, fmt: str, path: Path) -> Path:

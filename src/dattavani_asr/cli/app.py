@@ -14,6 +14,7 @@ from ..config import Settings, load_settings
 from ..errors import DattavaniError, InvalidOptionError
 
 console = Console(stderr=True, soft_wrap=True)
+report = Console(soft_wrap=True)  # tables meant to be read or piped go to stdout
 app = typer.Typer(
     name="dattavani-asr",
     help="Fast, robust speech-to-text with Whisper on CTranslate2 (offline, embedded default model).",
@@ -106,4 +107,4 @@ def _register_subcommands() -> None:
 
 _register_subcommands()
 
-__all__ = ["DattavaniError", "InvalidOptionError", "app", "console"]
+__all__ = ["DattavaniError", "InvalidOptionError", "app", "console", "report"]

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from ..config import CONFIG_FILENAME, Settings, dump, template
 from ..errors import DattavaniError
-from .app import ConfigOption, console, fail, settings_for
+from .app import ConfigOption, console, fail, report, settings_for
 
 config_app = typer.Typer(help="Show or create the configuration file.", no_args_is_help=True)
 MIN_FREE_BYTES = 1 << 30
@@ -32,8 +32,8 @@ def formats() -> None:
         case = item.case
         mark = "[green]yes[/green]" if item.ok else "[red]no[/red]"
         table.add_row(case.name, case.container, case.codec, case.video or "", mark, item.detail)
-    console.print(table)
-    console.print(
+    report.print(table)
+    report.print(
         f"PyAV {av.__version__} (FFmpeg {av.ffmpeg_version_info}): {len(av.formats_available)} containers, "
         f"{len(av.codecs_available)} codecs; any of them is accepted as input.",
         highlight=False,
@@ -107,7 +107,7 @@ def health_check(config: ConfigOption = None) -> None:
     table = Table("check", "status", "detail")
     for check in checks:
         table.add_row(check.name, "[green]ok[/green]" if check.ok else "[red]FAIL[/red]", check.detail)
-    console.print(table)
+    report.print(table)
     if not all(check.ok for check in checks):
         raise typer.Exit(1)
 

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from .. import models
-from .app import ConfigOption, console, settings_for
+from .app import ConfigOption, console, report, settings_for
 
 app = typer.Typer(help="List, install, verify and locate models.", no_args_is_help=True)
 NameArgument = Annotated[str, typer.Argument(help="Registry name (tiny.en, base), model dir or hub repo id")]
@@ -25,8 +25,8 @@ def list_models(config: ConfigOption = None) -> None:
         installed = "yes" if state.installed else ("installable" if state.available else "no")
         where = str(state.path) if state.path else spec.install_hint
         table.add_row(name, installed, "yes" if spec.multilingual else "no", f"{spec.size / 1e6:.0f} MB", where)
-    console.print(table)
-    console.print(f"Hub names ({', '.join(models.HUB_ALIASES)}) download when online.", highlight=False)
+    report.print(table)
+    report.print(f"Hub names ({', '.join(models.HUB_ALIASES)}) download when online.", highlight=False)
 
 
 @app.command()

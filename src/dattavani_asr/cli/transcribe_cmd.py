@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -62,21 +63,23 @@ class TranscribeJob:
 
     def run(self, files: list[Path]) -> list[DattavaniError]:
         failures: list[DattavaniError] = []
+        targets = Counter(output_path(path, "txt", self.settings.output_dir) for path in files)
         for path in files:
             try:
-                self._one(path)
+                self._one(path, keep_suffix=targets[output_path(path, "txt", self.settings.output_dir)] > 1)
             except DattavaniError as exc:
                 console.print(f"[red]error:[/red] {exc}", highlight=False)
                 failures.append(exc)
         return failures
 
-    def _one(self, path: Path) -> None:
+    def _one(self, path: Path, *, keep_suffix: bool) -> None:
         transcript = self._transcribe_with_progress(path)
         if self.to_stdout:
             write_stdout(transcript, self.formats[0])
             return
         for fmt in self.formats:
-            written = write_atomic(transcript, fmt, output_path(path, fmt, self.settings.output_dir))
+            target = output_path(path, fmt, self.settings.output_dir, keep_suffix=keep_suffix)
+            written = write_atomic(transcript, fmt, target)
             console.print(f"[dim]wrote {written}[/dim]", highlight=False)
         if not self.quiet:
             sys.stdout.write(transcript.text + "\n")
