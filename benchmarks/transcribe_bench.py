@@ -35,7 +35,7 @@ SYSTEMS = ("ours", "faster-whisper", "openai-whisper")
 LEGEND = (
     "load = imports + model load inside the process; cold start = process launch to model ready; "
     "1st call = the untimed warm-up transcription of the first clip; wall = sum over clips of the fastest run; "
-    "RTF = wall / audio; peak RSS = the process's own ru_maxrss."
+    "CPU = user+sys time of those runs, all threads; RTF = wall / audio; peak RSS = the process's own ru_maxrss."
 )
 LABELS = {
     "ours": "Dattavani ASR (`Transcriber`)",
@@ -194,14 +194,17 @@ BUILDERS: dict[str, Callable[[argparse.Namespace], Transcribe]] = {
 
 
 def time_items(run: Transcribe, items: list[Item], repeat: int) -> list[dict[str, Any]]:
+    """Per item: the fastest wall time of `repeat` runs, and the CPU time (all threads) of that run."""
     files = []
     for item in items:
-        runs, text = [], ""
+        runs: list[tuple[float, float]] = []
+        text = ""
         for _ in range(max(1, repeat)):
-            started = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             text = run(item)
-            runs.append(time.perf_counter() - started)
-        files.append({"id": item.id, "wall_s": min(runs), "runs_s": runs, "text": text})
+            runs.append((time.perf_counter() - wall, time.process_time() - cpu))
+        best = min(runs)
+        files.append({"id": item.id, "wall_s": best[0], "cpu_s": best[1], "runs_s": [w for w, _ in runs], "text": text})
     return files
 
 
@@ -282,6 +285,7 @@ def summarise(result: dict[str, Any], items: list[Item]) -> dict[str, Any]:
     texts = {f["id"]: f["text"] for f in result["files"]}
     audio = sum(item.duration for item in items)
     wall = sum(f["wall_s"] for f in result["files"])
+    result["cpu_s"] = sum(f["cpu_s"] for f in result["files"])
     for f, item in zip(result["files"], items, strict=True):
         f["wer"] = file_wer(item.reference, f["text"], item.lang)
     by_lang = {
@@ -298,6 +302,7 @@ def ratios(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, float]:
         "wall_ours_over_theirs": ours["wall_s"] / theirs["wall_s"],
         "rtf_ours_over_theirs": ours["rtf"] / theirs["rtf"],
         "x_faster": theirs["wall_s"] / ours["wall_s"],
+        "cpu_ours_over_theirs": ours["cpu_s"] / theirs["cpu_s"],
         "load_ours_over_theirs": ours["load_s"] / theirs["load_s"],
         "rss_ours_over_theirs": ours["peak_rss_mb"] / theirs["peak_rss_mb"],
     }
@@ -390,6 +395,7 @@ def summary_table(results: list[dict[str, Any]], languages: list[str]) -> list[s
         "cold start s",
         "1st call s",
         "wall s",
+        "CPU s",
         "RTF",
         "peak RSS MB",
         "WER %",
@@ -404,7 +410,14 @@ def summary_table(results: list[dict[str, Any]], languages: list[str]) -> list[s
         per_lang = [pct(r["wer_by_lang"].get(lang)) for lang in languages] if lang_cols else []
         cells = [LABELS[r["system"]], str(r["files_n"]), f"{r['audio_s']:.1f}", f"{r['load_s']:.2f}"]
         first = f"{r['warmup_s']:.2f}" if "warmup_s" in r else "-"
-        cells += [f"{r['cold_start_s']:.2f}", first, f"{r['wall_s']:.2f}", f"{r['rtf']:.3f}", f"{r['peak_rss_mb']:.0f}"]
+        cells += [
+            f"{r['cold_start_s']:.2f}",
+            first,
+            f"{r['wall_s']:.2f}",
+            f"{r['cpu_s']:.2f}",
+            f"{r['rtf']:.3f}",
+            f"{r['peak_rss_mb']:.0f}",
+        ]
         lines.append("| " + " | ".join([*cells, pct(r["wer"]), *per_lang]) + " |")
     return lines
 
@@ -419,7 +432,7 @@ def ratio_lines(comparisons: dict[str, dict[str, float]]) -> list[str]:
         lines.append(
             f"Ours vs {LABELS[system]}: speed-up theirs/ours **{r['x_faster']:.2f}x** ({speed_words(r['x_faster'])}; "
             f"wall ours/theirs {r['wall_ours_over_theirs']:.3f}, RTF ours/theirs {r['rtf_ours_over_theirs']:.3f}, "
-            f"load ours/theirs {r['load_ours_over_theirs']:.2f}, "
+            f"CPU ours/theirs {r['cpu_ours_over_theirs']:.3f}, load ours/theirs {r['load_ours_over_theirs']:.2f}, "
             f"peak RSS ours/theirs {r['rss_ours_over_theirs']:.2f})."
         )
     return lines
