@@ -25,14 +25,23 @@ def compression_ratio(text: str) -> float:
 
 
 def window_features(model: LoadedModel, windows: Sequence[AudioWindow]) -> np.ndarray:
-    """Log-Mel features of each window padded to 30 s: shape [batch, n_mels, 3000]."""
-    frames = WINDOW_SAMPLES // model.feature_extractor.hop_length
-    rows = []
-    for window in windows:
-        padded = np.zeros(WINDOW_SAMPLES, dtype=np.float32)
-        padded[: window.audio.shape[0]] = window.audio[:WINDOW_SAMPLES]
-        rows.append(model.feature_extractor(padded, padding=160)[:, :frames])
-    return np.ascontiguousarray(np.stack(rows), dtype=np.float32)
+    """Log-Mel features of each window as if zero-padded to 30 s: shape [batch, n_mels, 3000].
+
+    Zero audio maps to the clamp floor of Whisper's normalisation (max - 8 in log10 units,
+    i.e. the normalised maximum minus 2), so the STFT runs only over the real audio (plus one
+    second of zeros for the boundary frames) and the rest is filled with that floor.
+    """
+    extractor = model.feature_extractor
+    frames = WINDOW_SAMPLES // extractor.hop_length
+    batch = np.empty((len(windows), extractor.mel_filters.shape[0], frames), dtype=np.float32)
+    for row, window in enumerate(windows):
+        samples = min(WINDOW_SAMPLES, window.audio.shape[0] + SAMPLE_RATE)
+        padded = np.zeros(samples, dtype=np.float32)
+        padded[: window.audio.shape[0]] = window.audio[:samples]
+        mel = extractor(padded, padding=160)[:, : samples // extractor.hop_length]
+        batch[row, :, : mel.shape[1]] = mel
+        batch[row, :, mel.shape[1] :] = mel.max() - 2.0
+    return batch
 
 
 def encode(model: LoadedModel, features: np.ndarray) -> Any:
