@@ -9,6 +9,16 @@ Each file is transcribed ``--repeat`` times and the fastest wall time is kept (d
 
     python benchmarks/transcribe_bench.py --languages en --repeat 3 --warmup --markdown bench_en.md
     python benchmarks/transcribe_bench.py --model base --languages de,es,fr,pt --repeat 1
+
+``--long-form`` builds one long recording per language instead: that language's clips (entries with a
+``channel`` skipped) in manifest order, repeated ``--long-repeats`` times, 1.0 s of silence between clips,
+written as 16 kHz mono FLAC (or mp3), with the clips' references joined as its reference. It compares ours
+with faster-whisper's plain, ``vad_filter=True`` and ``BatchedInferencePipeline`` transcription of it.
+Clips keep their own loudness (some FLEURS clips are 50 dB quieter than jfk.flac) unless ``--long-level``
+scales each one to a common RMS level.
+
+    python benchmarks/transcribe_bench.py --long-form --languages en --repeat 2 --markdown bench_long_en.md
+    python benchmarks/transcribe_bench.py --long-form --model base --languages de,es,fr,pt --long-repeats 1 --repeat 1
 """
 
 from __future__ import annotations
@@ -24,23 +34,40 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata, util
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEMS = ("ours", "faster-whisper", "openai-whisper")
+LONG_SYSTEMS = ("ours", "faster-whisper", "faster-whisper-vad", "faster-whisper-batched")
+ALL_SYSTEMS = (*SYSTEMS, "faster-whisper-vad", "faster-whisper-batched")
+BATCH_SIZE = 8  # faster-whisper's BatchedInferencePipeline default, and ours
+LONG_GAP_S = 1.0
+LONG_FORMATS = {"flac": ("flac", "flac", "s16"), "mp3": ("mp3", "libmp3lame", "fltp")}  # container, codec, format
 LEGEND = (
     "load = imports + model load inside the process; cold start = process launch to model ready; "
     "1st call = the untimed warm-up transcription of the first clip; wall = sum over clips of the fastest run; "
     "CPU = user+sys time of those runs, all threads; RTF = wall / audio; peak RSS = the process's own ru_maxrss."
 )
+LONG_LEGEND = (
+    "load = imports + model load inside the process; wall = fastest of --repeat transcriptions of each recording "
+    "(decoding and any VAD included), summed over recordings; CPU = user+sys time of those runs, all threads; "
+    "RTF = wall / audio; peak RSS = the process's own ru_maxrss; WER over each whole recording after "
+    "normalisation, pooled over recordings; wall / ours and RSS / ours = this system's value over ours "
+    "(above 1 = ours is faster / smaller); WER - ours = percentage points."
+)
 LABELS = {
     "ours": "Dattavani ASR (`Transcriber`)",
     "faster-whisper": "faster-whisper `WhisperModel` int8",
     "openai-whisper": "openai-whisper fp32",
+    "faster-whisper-vad": "faster-whisper `WhisperModel` int8, `vad_filter=True`",
+    "faster-whisper-batched": f"faster-whisper `BatchedInferencePipeline` int8, batch {BATCH_SIZE}",
 }
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 FW_ONE_SHOT = (
@@ -86,7 +113,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--model", default="tiny.en", help="registry name or CTranslate2 model dir (multilingual for non-en)"
     )
     parser.add_argument("--openai-model", default=None, help="openai-whisper name or .pt checkpoint (default: --model)")
-    parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"subset of {','.join(SYSTEMS)}")
+    parser.add_argument(
+        "--systems",
+        default=None,
+        help=f"subset of {','.join(ALL_SYSTEMS)} (default: {','.join(SYSTEMS)}, "
+        f"with --long-form {','.join(LONG_SYSTEMS)})",
+    )
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3, help="time each file N times, keep the fastest")
@@ -94,14 +126,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cli-runs", type=int, default=5, help="end-to-end CLI runs on jfk (0 = skip)")
     parser.add_argument("--json", type=Path, default=None, help="write every measurement here")
     parser.add_argument("--markdown", type=Path, default=None, help="write README-ready tables here")
-    parser.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
+    parser.add_argument("--long-form", action="store_true", help="time one long concatenated recording per language")
+    parser.add_argument("--long-repeats", type=int, default=3, help="with --long-form: repeat the clip list N times")
+    parser.add_argument("--long-format", choices=sorted(LONG_FORMATS), default="flac", help="long recording format")
+    parser.add_argument(
+        "--long-level", type=float, default=None, metavar="DBFS", help="scale each clip to this RMS level (e.g. -23)"
+    )
+    parser.add_argument("--worker", choices=ALL_SYSTEMS, help=argparse.SUPPRESS)
     parser.add_argument("--items", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.systems = args.systems or ",".join(LONG_SYSTEMS if args.long_form else SYSTEMS)
+    unknown = sorted(set(split_list(args.systems)) - set(ALL_SYSTEMS))
+    if unknown or args.long_repeats < 1:
+        parser.error(f"unknown system(s) {', '.join(unknown)}" if unknown else "--long-repeats must be at least 1")
     args.audio = (args.audio or default_audio_dir()).resolve()
     args.manifest = args.manifest or args.audio / "manifest.jsonl"
     return args
+
+
+def split_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def load_items(manifest: Path, audio_dir: Path, languages: list[str]) -> list[Item]:
@@ -159,14 +205,47 @@ def build_ours(args: argparse.Namespace) -> Transcribe:
     return run
 
 
-def build_faster_whisper(args: argparse.Namespace) -> Transcribe:
+def faster_whisper_model(args: argparse.Namespace) -> Any:
     from faster_whisper import WhisperModel
 
-    model = WhisperModel(args.model_dir, device="cpu", compute_type="int8", cpu_threads=args.threads)
+    return WhisperModel(args.model_dir, device="cpu", compute_type="int8", cpu_threads=args.threads)
+
+
+def joined(segments: Iterable[Any]) -> str:
+    """Consume faster-whisper's lazy segment generator (this is where the decoding happens) into one text."""
+    return " ".join(segment.text.strip() for segment in segments).strip()
+
+
+def build_faster_whisper(args: argparse.Namespace) -> Transcribe:
+    model = faster_whisper_model(args)
 
     def run(item: Item) -> str:
         segments, _ = model.transcribe(load_input(item), beam_size=args.beam_size, language=item.lang)
-        return " ".join(segment.text.strip() for segment in segments).strip()
+        return joined(segments)
+
+    return run
+
+
+def build_faster_whisper_vad(args: argparse.Namespace) -> Transcribe:
+    model = faster_whisper_model(args)
+
+    def run(item: Item) -> str:
+        kwargs = {"beam_size": args.beam_size, "language": item.lang, "vad_filter": True}
+        segments, _ = model.transcribe(load_input(item), **kwargs)
+        return joined(segments)
+
+    return run
+
+
+def build_faster_whisper_batched(args: argparse.Namespace) -> Transcribe:
+    from faster_whisper import BatchedInferencePipeline
+
+    pipeline = BatchedInferencePipeline(faster_whisper_model(args))
+
+    def run(item: Item) -> str:
+        kwargs = {"beam_size": args.beam_size, "language": item.lang, "batch_size": BATCH_SIZE}
+        segments, _ = pipeline.transcribe(load_input(item), **kwargs)
+        return joined(segments)
 
     return run
 
@@ -190,6 +269,8 @@ BUILDERS: dict[str, Callable[[argparse.Namespace], Transcribe]] = {
     "ours": build_ours,
     "faster-whisper": build_faster_whisper,
     "openai-whisper": build_openai_whisper,
+    "faster-whisper-vad": build_faster_whisper_vad,
+    "faster-whisper-batched": build_faster_whisper_batched,
 }
 
 
@@ -363,18 +444,25 @@ def pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}"
 
 
-def setup_line(args: argparse.Namespace, items: list[Item]) -> str:
+def cpu_name() -> str:
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
         cpu = names[0] if names else cpu
-    versions = ", ".join(f"{p} {version_of(p)}" for p in ("dattavani-asr", "faster-whisper", "ctranslate2"))
+    return cpu
+
+
+def versions_text() -> str:
+    return ", ".join(f"{p} {version_of(p)}" for p in ("dattavani-asr", "faster-whisper", "ctranslate2"))
+
+
+def setup_line(args: argparse.Namespace, items: list[Item]) -> str:
     audio = sum(item.duration for item in items)
     return (
         f"Model `{args.model}`, languages {args.languages}: {len(items)} clips, {audio:.1f} s of audio. "
-        f"CPU: {cpu} ({os.cpu_count()} cores), {args.threads} threads, beam {args.beam_size}, "
-        f"fastest of {args.repeat} run(s) per file{', after a warm-up' if args.warmup else ''}. {versions}."
+        f"CPU: {cpu_name()} ({os.cpu_count()} cores), {args.threads} threads, beam {args.beam_size}, "
+        f"fastest of {args.repeat} run(s) per file{', after a warm-up' if args.warmup else ''}. {versions_text()}."
     )
 
 
@@ -481,12 +569,157 @@ def worse_clips(results: list[dict[str, Any]], items: list[Item], margin: float 
     return lines
 
 
+# --------------------------------------------------------------------------- long form
+
+
+def leveled(samples: np.ndarray, dbfs: float | None) -> np.ndarray:
+    """`samples` scaled to an RMS of `dbfs` (peak kept below 0.99), or unchanged when `dbfs` is None."""
+    import numpy as np
+
+    rms, peak = float(np.sqrt(np.mean(np.square(samples)))), float(np.max(np.abs(samples)))
+    if dbfs is None or rms == 0.0:
+        return samples
+    return samples * np.float32(min(10 ** (dbfs / 20) / rms, 0.99 / peak))
+
+
+def concatenate(paths: list[str], repeats: int, dbfs: float | None = None) -> np.ndarray:
+    """The decoded clips in order, `repeats` times over, with LONG_GAP_S of silence between clips."""
+    import numpy as np
+
+    from dattavani_asr.audio import SAMPLE_RATE, decode_audio
+
+    clips = [leveled(decode_audio(path), dbfs) for path in paths]
+    gap = np.zeros(round(LONG_GAP_S * SAMPLE_RATE), dtype=np.float32)
+    pieces: list[np.ndarray] = []
+    for clip in clips * repeats:
+        pieces += [gap, clip] if pieces else [clip]
+    return np.concatenate(pieces)
+
+
+def long_recording(lang: str, clips: list[Item], args: argparse.Namespace, folder: Path) -> Item:
+    """Write one language's long recording into `folder`; its reference is the clips' references joined."""
+    from dattavani_asr.audio import SAMPLE_RATE
+    from dattavani_asr.formats import FormatCase, encode_audio
+
+    samples = concatenate([clip.path for clip in clips], args.long_repeats, args.long_level)
+    container, codec, sample_format = LONG_FORMATS[args.long_format]
+    case = FormatCase(f"{args.long_format} 16 kHz mono", container, codec, SAMPLE_RATE, sample_format)
+    path = folder / f"long-{lang}.{args.long_format}"
+    path.write_bytes(encode_audio(samples, SAMPLE_RATE, case))
+    reference = " ".join([clip.reference for clip in clips] * args.long_repeats)
+    return Item(path.name, str(path), lang, None, reference, samples.shape[0] / SAMPLE_RATE)
+
+
+def reference_words(item: Item) -> int:
+    from dattavani_asr.evaluation import normalize
+
+    return len(normalize(item.reference, item.lang).split())
+
+
+def summarise_long(result: dict[str, Any], items: list[Item]) -> dict[str, Any]:
+    """Totals over the recordings; WER per recording, pooled by reference word count."""
+    from dattavani_asr.evaluation import word_error_rate
+
+    for f, item in zip(result["files"], items, strict=True):
+        f["wer"] = word_error_rate([item.reference], [f["text"]], item.lang)
+    words = [reference_words(item) for item in items]
+    audio = sum(item.duration for item in items)
+    wall = sum(f["wall_s"] for f in result["files"])
+    result.update(files_n=len(items), audio_s=audio, wall_s=wall, rtf=wall / audio)
+    result["cpu_s"] = sum(f["cpu_s"] for f in result["files"])
+    result["wer"] = sum(f["wer"] * n for f, n in zip(result["files"], words, strict=True)) / sum(words)
+    result["wer_by_lang"] = {item.lang: f["wer"] for f, item in zip(result["files"], items, strict=True)}
+    return result
+
+
+def long_setup_line(args: argparse.Namespace, clips: list[Item], recordings: list[Item]) -> str:
+    audio = sum(item.duration for item in recordings)
+    return (
+        f"Long form, model `{args.model}`, languages {args.languages}: {len(recordings)} recording(s), "
+        f"{audio:.1f} s of audio in all; each is one language's clips ({len(clips)} in all) "
+        f"x {args.long_repeats} repeat(s), {LONG_GAP_S:.1f} s of silence between clips, 16 kHz mono "
+        f"{args.long_format}, {level_words(args.long_level)}. "
+        f"CPU: {cpu_name()} ({os.cpu_count()} cores), {args.threads} threads, "
+        f"beam {args.beam_size}, fastest of {args.repeat} run(s) per recording"
+        f"{', after a warm-up' if args.warmup else ''}. {versions_text()}."
+    )
+
+
+def level_words(dbfs: float | None) -> str:
+    return "clips at their own level" if dbfs is None else f"each clip scaled to {dbfs:g} dBFS RMS (peak < 0.99)"
+
+
+def versus_ours(result: dict[str, Any], ours: dict[str, Any] | None) -> list[str]:
+    """wall / ours, peak RSS / ours and WER - ours (points) for one system's row."""
+    if ours is None:
+        return ["-", "-", "-"]
+    return [
+        f"{result['wall_s'] / ours['wall_s']:.2f}",
+        f"{result['peak_rss_mb'] / ours['peak_rss_mb']:.2f}",
+        f"{100 * (result['wer'] - ours['wer']):+.1f}",
+    ]
+
+
+def long_table(results: list[dict[str, Any]], languages: list[str]) -> list[str]:
+    lang_cols = [f"WER {lang} %" for lang in languages] if len(languages) > 1 else []
+    head = ["system", "audio s", "load s", "wall s", "CPU s", "RTF", "peak RSS MB", "WER %", *lang_cols]
+    head += ["wall / ours", "RSS / ours", "WER - ours"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    ours = next((r for r in results if r["system"] == "ours" and "files" in r), None)
+    for r in results:
+        if "files" not in r:
+            reason = r.get("skipped") or "error: " + (r.get("error", "").splitlines() or ["?"])[-1][:100]
+            lines.append(f"| {LABELS[r['system']]} | {reason} |" + " |" * (len(head) - 2))
+            continue
+        cells = [LABELS[r["system"]], f"{r['audio_s']:.1f}", f"{r['load_s']:.2f}", f"{r['wall_s']:.2f}"]
+        cells += [f"{r['cpu_s']:.2f}", f"{r['rtf']:.3f}", f"{r['peak_rss_mb']:.0f}", pct(r["wer"])]
+        cells += [pct(r["wer_by_lang"].get(lang)) for lang in languages] if lang_cols else []
+        lines.append("| " + " | ".join([*cells, *versus_ours(r, ours)]) + " |")
+    return lines
+
+
+def render_long(args: argparse.Namespace, clips: list[Item], recordings: list[Item], report: dict[str, Any]) -> str:
+    languages = [item.lang for item in recordings]
+    lines = [long_setup_line(args, clips, recordings), "", LONG_LEGEND, ""]
+    lines += [*long_table(report["systems"], languages), "", *ratio_lines(report["ratios"])]
+    if len(recordings) > 1:
+        lines += ["", "Per recording (fastest wall s / WER %):", "", *per_file_table(report["systems"], recordings)]
+    return "\n".join(lines) + "\n"
+
+
+def long_main(args: argparse.Namespace) -> int:
+    """--long-form: build the recordings in a temp dir, time every system on them, report."""
+    languages = split_list(args.languages)
+    clips = [item for item in check_setup(args, languages) if item.channel is None]
+    if not clips:
+        raise SystemExit(f"no single-channel clips with a reference for languages {languages}")
+    with tempfile.TemporaryDirectory(prefix="dattavani-long-") as tmp:
+        recordings = []
+        for lang in languages:
+            chosen = [clip for clip in clips if clip.lang == lang]
+            if chosen:
+                recordings.append(long_recording(lang, chosen, args, Path(tmp)))
+                print(f"long recording {recordings[-1].id}: {recordings[-1].duration:.1f} s", file=sys.stderr)
+        results = measure_systems(args, recordings, summarise_long)
+    report = {"systems": results, "ratios": compare(results)}
+    text = render_long(args, clips, recordings, report)
+    print(text)
+    payload = {"clips": [asdict(i) for i in clips], "recordings": [asdict(i) for i in recordings], **report}
+    write_outputs(args, text, payload)
+    return 0 if all("error" not in r for r in results) else 1
+
+
 # --------------------------------------------------------------------------- main
 
 
-def measure_systems(args: argparse.Namespace, items: list[Item]) -> list[dict[str, Any]]:
+Summarise = Callable[[dict[str, Any], list[Item]], dict[str, Any]]
+
+
+def measure_systems(
+    args: argparse.Namespace, items: list[Item], summarise_one: Summarise = summarise
+) -> list[dict[str, Any]]:
     results = []
-    for system in [s.strip() for s in args.systems.split(",") if s.strip()]:
+    for system in split_list(args.systems):
         if system == "openai-whisper" and util.find_spec("whisper") is None:
             results.append({"system": system, "skipped": "skipped: openai-whisper is not installed"})
             print("openai-whisper is not installed: skipped", file=sys.stderr)
@@ -497,7 +730,7 @@ def measure_systems(args: argparse.Namespace, items: list[Item]) -> list[dict[st
         print(f"  {system}: {time.perf_counter() - started:.1f} s", file=sys.stderr)
         if "error" in result:
             print(f"  {system} FAILED:\n{result['error']}", file=sys.stderr)
-        results.append(summarise(result, items) if "files" in result else result)
+        results.append(summarise_one(result, items) if "files" in result else result)
     return results
 
 
@@ -544,7 +777,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         return worker_main(args)
-    items = check_setup(args, [lang.strip() for lang in args.languages.split(",") if lang.strip()])
+    if args.long_form:
+        return long_main(args)
+    items = check_setup(args, split_list(args.languages))
     results = measure_systems(args, items)
     jfk = find_jfk(args) if args.cli_runs > 0 else None
     cli = cli_bench(args, *jfk) if jfk else []
@@ -554,13 +789,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = worse_clips(results, items)
     if bad:
         print("Clips where ours is clearly worse than faster-whisper:\n" + "\n".join(bad))
+    write_outputs(args, text, {"items": [asdict(i) for i in items], **report, "worse_clips": bad})
+    return 0 if all("error" not in r for r in results) else 1
+
+
+def write_outputs(args: argparse.Namespace, text: str, payload: dict[str, Any]) -> None:
+    """The markdown text to --markdown, and the settings plus `payload` to --json, when given."""
     if args.markdown:
         args.markdown.write_text(text, encoding="utf-8")
     if args.json:
         settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-        payload = {"settings": settings, "items": [asdict(i) for i in items], **report, "worse_clips": bad}
-        args.json.write_text(json.dumps(payload, indent=1), encoding="utf-8")
-    return 0 if all("error" not in r for r in results) else 1
+        args.json.write_text(json.dumps({"settings": settings, **payload}, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":

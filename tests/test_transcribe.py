@@ -192,3 +192,25 @@ def test_fallback_model_keeps_the_more_confident_result(tiny: Transcriber, base:
     assert chained.segments[0].confidence == max(primary.segments[0].confidence, alternative.segments[0].confidence)
     untouched = tiny.transcribe(path, fallback_model="base", min_confidence=0.0)
     assert untouched.text == primary.text and {s.model for s in untouched.segments} == {"tiny.en"}
+
+
+def _synthetic_music(seconds: float = 30.0, seed: int = 1) -> np.ndarray:
+    """Plucked harmonic notes with chords and a drum hit every second: music, not speech."""
+    rng = np.random.default_rng(seed)
+    notes = [261.6, 293.7, 329.6, 349.2, 392.0, 440.0, 493.9, 523.3]
+    t = np.arange(8000) / 16000
+    envelope = np.exp(-3 * t)
+    pieces = []
+    for index in range(int(seconds * 2)):
+        pitch = notes[rng.integers(len(notes))]
+        tone = sum(np.sin(2 * np.pi * pitch * k * t) / k for k in range(1, 6))
+        chord = 0.3 * sum(np.sin(2 * np.pi * pitch * ratio * t) for ratio in (1.25, 1.5))
+        drum = 0.5 * rng.standard_normal(t.shape[0]) * np.exp(-30 * t) if index % 2 == 0 else 0.0
+        pieces.append(0.2 * (tone + chord) * envelope + 0.1 * drum)
+    return np.concatenate(pieces).astype(np.float32)
+
+
+@pytest.mark.parametrize("vad", [True, False])
+def test_no_words_on_music(tiny: Transcriber, vad: bool) -> None:
+    transcript = tiny.transcribe(_synthetic_music(), vad=vad)
+    assert transcript.text == ""

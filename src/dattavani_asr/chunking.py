@@ -9,6 +9,7 @@ import numpy as np
 
 from .audio import SAMPLE_RATE
 from .engine.windows import AudioWindow
+from .loudness import equalize_speech
 from .options import VadOptions
 from .vad import Span, fixed_windows, merge_spans, pad_windows, speech_spans
 
@@ -41,13 +42,36 @@ def _with_last(blocks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, bool]
         current = following
 
 
-def plan_windows(audio: np.ndarray, vad: VadOptions | None, max_window_s: float = 30.0) -> list[tuple[Span, int]]:
-    """(window, first speech sample) pairs: padded merged VAD spans, or fixed 30-s windows without VAD."""
+@dataclass(frozen=True)
+class PlannedWindow:
+    """A window of the buffer and the speech spans inside it (buffer sample positions)."""
+
+    span: Span
+    speech: tuple[Span, ...]
+
+    @property
+    def onset(self) -> int:
+        return self.speech[0].start if self.speech else self.span.start
+
+    def audio(self, buffer: np.ndarray, equalize: bool) -> np.ndarray:
+        audio = np.array(buffer[self.span.start : self.span.end], dtype=np.float32)
+        if not equalize:
+            return audio
+        shift = self.span.start
+        return equalize_speech(audio, [Span(s.start - shift, s.end - shift) for s in self.speech])
+
+
+def plan_windows(audio: np.ndarray, vad: VadOptions | None, max_window_s: float = 30.0) -> list[PlannedWindow]:
+    """Padded merged VAD spans with the speech inside each, or fixed 30-s windows without VAD."""
     if vad is None:
-        return [(span, span.start) for span in fixed_windows(audio.shape[0], max_window_s)]
-    merged = merge_spans(speech_spans(audio, vad), vad.max_window_s, vad.max_gap_s)
+        return [PlannedWindow(span, ()) for span in fixed_windows(audio.shape[0], max_window_s)]
+    spans = speech_spans(audio, vad)
+    merged = merge_spans(spans, vad.max_window_s, vad.max_gap_s)
     padded = pad_windows(merged, audio.shape[0], vad.lead_pad_s, vad.tail_pad_s, vad.max_window_s)
-    return [(window, speech.start) for window, speech in zip(padded, merged)]
+    return [
+        PlannedWindow(window, tuple(s for s in spans if speech.start <= s.start < speech.end))
+        for window, speech in zip(padded, merged)
+    ]
 
 
 def speech_windows(
@@ -66,12 +90,12 @@ def speech_windows(
         buffer = np.concatenate([buffer, block]) if buffer.size else block
         spans = plan_windows(buffer, vad)
         ready = spans if is_last else spans[:-1]
-        for span, onset in ready:
-            start = offset + (buffer_start + span.start) / SAMPLE_RATE
-            audio = np.array(buffer[span.start : span.end], dtype=np.float32)
-            yield AudioWindow(start, audio, speech_start=(onset - span.start) / SAMPLE_RATE)
+        for window in ready:
+            start = offset + (buffer_start + window.span.start) / SAMPLE_RATE
+            audio = window.audio(buffer, equalize=vad is not None and vad.equalize_speech)
+            yield AudioWindow(start, audio, speech_start=(window.onset - window.span.start) / SAMPLE_RATE)
         if is_last:
             return
-        cut = spans[-1][0].start if spans else max(0, buffer.shape[0] - int(TAIL_SECONDS * SAMPLE_RATE))
+        cut = spans[-1].span.start if spans else max(0, buffer.shape[0] - int(TAIL_SECONDS * SAMPLE_RATE))
         buffer = buffer[cut:]
         buffer_start += cut

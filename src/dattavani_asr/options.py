@@ -21,6 +21,7 @@ class VadOptions:
     # windows reach back into the preceding pause; Whisper itself skips the silence.
     lead_pad_s: float = 1.0
     tail_pad_s: float = 0.5
+    equalize_speech: bool = True  # see loudness.py
 
 
 @dataclass(frozen=True)

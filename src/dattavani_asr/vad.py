@@ -45,18 +45,38 @@ def speech_spans(audio: np.ndarray, options: VadOptions) -> list[Span]:
     return [Span(int(item["start"]), int(item["end"])) for item in found]
 
 
-def merge_spans(spans: list[Span], max_window_s: float, max_gap_s: float) -> list[Span]:
-    """Merge neighbouring spans while the window stays short enough and the gap small enough."""
-    max_len = int(max_window_s * SAMPLE_RATE)
-    max_gap = int(max_gap_s * SAMPLE_RATE)
+def _widest_pause(group: list[Span], min_len: int) -> int:
+    """Index to split `group` at: the widest pause after at least `min_len` of window."""
+    best, best_gap = len(group), -1
+    for index in range(1, len(group)):
+        gap = group[index].start - group[index - 1].end
+        if group[index - 1].end - group[0].start >= min_len and gap > best_gap:
+            best, best_gap = index, gap
+    return best
+
+
+def merge_spans(spans: list[Span], max_window_s: float, max_gap_s: float, min_fill: float = 0.5) -> list[Span]:
+    """Merge neighbouring spans into windows of at most `max_window_s`.
+
+    A pause longer than `max_gap_s` always ends a window. When a window would grow too long it
+    is cut at its widest pause past `min_fill` of the limit, not simply before the span that
+    did not fit: Whisper drops an utterance cut off at a window's end, and the widest pause is
+    the likeliest end of a sentence.
+    """
+    max_len, max_gap = int(max_window_s * SAMPLE_RATE), int(max_gap_s * SAMPLE_RATE)
     windows: list[Span] = []
+    group: list[Span] = []
     for span in spans:
-        if windows:
-            last = windows[-1]
-            if span.start - last.end <= max_gap and span.end - last.start <= max_len:
-                windows[-1] = Span(last.start, span.end)
-                continue
-        windows.append(span)
+        if group and span.start - group[-1].end > max_gap:
+            windows.append(Span(group[0].start, group[-1].end))
+            group = []
+        group.append(span)
+        while group[-1].end - group[0].start > max_len and len(group) > 1:
+            cut = _widest_pause(group[:-1], int(min_fill * max_len))
+            windows.append(Span(group[0].start, group[cut - 1].end))
+            group = group[cut:]
+    if group:
+        windows.append(Span(group[0].start, group[-1].end))
     return windows
 
 
