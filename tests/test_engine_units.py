@@ -58,3 +58,29 @@ def test_pad_windows_reaches_into_pauses_without_overlap_or_overflow() -> None:
     assert padded == [Span(1 * sr, 10 * sr + sr // 2), Span(10 * sr + sr // 2, 40 * sr)]
     assert all(w.length <= 30 * sr for w in padded)
     assert all(a.end <= b.start for a, b in pairwise(padded))
+
+
+def test_equalize_speech_brings_spans_to_one_level_and_leaves_even_audio_alone() -> None:
+    from dattavani_asr.loudness import equalize_speech
+
+    sr = 16000
+    rng = np.random.default_rng(0)
+    audio = np.concatenate([0.3 * rng.standard_normal(sr), np.zeros(sr), 0.001 * rng.standard_normal(sr)])
+    spans = [Span(0, sr), Span(2 * sr, 3 * sr)]
+    leveled = equalize_speech(audio.astype(np.float32), spans)
+    loud, quiet = (float(np.sqrt(np.mean(leveled[s.start : s.end] ** 2))) for s in spans)
+    assert abs(20 * np.log10(loud / quiet)) < 1.0
+    even = (0.1 * rng.standard_normal(3 * sr)).astype(np.float32)
+    assert equalize_speech(even, spans) is even
+
+
+def test_merge_cuts_long_runs_at_the_widest_pause() -> None:
+    sr = 16000
+    spans = [
+        Span(0, 10 * sr),
+        Span(10 * sr + sr // 5, 18 * sr),
+        Span(19 * sr + sr // 2, 26 * sr),
+        Span(26 * sr + sr // 5, 33 * sr),
+    ]
+    windows = merge_spans(spans, max_window_s=30.0, max_gap_s=2.0)
+    assert windows == [Span(0, 18 * sr), Span(19 * sr + sr // 2, 33 * sr)]

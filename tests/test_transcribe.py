@@ -214,3 +214,34 @@ def _synthetic_music(seconds: float = 30.0, seed: int = 1) -> np.ndarray:
 def test_no_words_on_music(tiny: Transcriber, vad: bool) -> None:
     transcript = tiny.transcribe(_synthetic_music(), vad=vad)
     assert transcript.text == ""
+
+
+def test_quiet_speaker_next_to_a_loud_one_is_not_lost(tiny: Transcriber) -> None:
+    """Three FLEURS sentences at about -65 dBFS, then JFK 50 dB louder, in one 30-s window.
+
+    Without per-span loudness equalisation tiny.en hears only JFK here.
+    """
+    from dattavani_asr.audio import decode_audio
+
+    gap = np.zeros(16000, dtype=np.float32)
+    quiet = [decode_audio(DATA / "fleurs" / f"fleurs-en-00{i}.ogg") for i in (2, 3, 4)]
+    loud = decode_audio(JFK, end=5.0)
+    transcript = tiny.transcribe(np.concatenate([quiet[0], gap, quiet[1], gap, quiet[2], gap, loud]))
+    text = normalize(transcript.text)
+    assert "lord byron" in text and "cabbage juice" in text and "dinosaurs" in text
+    assert "fellow americans" in text
+
+
+def test_speech_left_after_the_decoder_stops_is_decoded_again(tiny: Transcriber) -> None:
+    from dattavani_asr.engine.engine import untranscribed_tail
+    from dattavani_asr.engine.windows import AudioWindow, Decoded, RawSegment, WindowResult
+
+    window = AudioWindow(100.0, np.ones(20 * 16000, dtype=np.float32))
+    decoded = Decoded((), "", -0.2, 0.01, 1.2, 0.0)
+
+    def result(end: float) -> WindowResult:
+        return WindowResult(window, decoded, (RawSegment(100.0, end, (1,), " hi"),), "en", "tiny.en", 0.8)
+
+    tail = untranscribed_tail(result(112.0))
+    assert tail is not None and tail.offset == pytest.approx(112.0) and tail.duration == pytest.approx(8.0)
+    assert untranscribed_tail(result(118.6)) is None

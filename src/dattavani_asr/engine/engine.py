@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any
 
+from ..audio import SAMPLE_RATE
 from ..errors import InvalidOptionError
 from ..options import TASKS, DecodingOptions
 from .alignment import add_word_timestamps
@@ -12,6 +14,25 @@ from .decoding import build_prompt, confidence, decode_with_fallback, encode, is
 from .loader import LoadedModel
 from .segments import split_segments
 from .windows import AudioWindow, RawSegment, WindowResult
+
+MAX_TAIL_ROUNDS = 2
+TAIL_RETRY_SECONDS = 2.0
+
+
+def untranscribed_tail(result: WindowResult) -> AudioWindow | None:
+    """The part of a window after its last segment, when that part is long enough to hold speech.
+
+    Windows end at most half a second after the speech VAD heard, so seconds of audio left after
+    the last segment mean the decoder stopped early.
+    """
+    if not result.segments:
+        return None
+    window = result.window
+    covered = result.segments[-1].end - window.offset
+    if window.duration - covered < TAIL_RETRY_SECONDS:
+        return None
+    start = round(covered * SAMPLE_RATE)
+    return AudioWindow(window.offset + covered, window.audio[start:], speech_start=0.0)
 
 
 def supported_languages() -> tuple[str, ...]:
@@ -65,7 +86,29 @@ class WhisperEngine:
     def transcribe_batch(
         self, windows: list[AudioWindow], options: DecodingOptions, language: str | None = None
     ) -> tuple[list[WindowResult], str, float]:
-        """Decode windows together; detect the language first when none is given."""
+        """Decode windows together; detect the language first when none is given.
+
+        Whisper sometimes stops well before the end of a window's speech (an utterance cut by
+        the window edge, a quiet final sentence). Like openai/whisper's seek, the untranscribed
+        rest of such windows is decoded again, in one batch per round.
+        """
+        results, language, probability = self._decode(windows, options, language)
+        active = list(range(len(results)))
+        for _ in range(MAX_TAIL_ROUNDS):
+            tails = {index: tail for index in active if (tail := untranscribed_tail(results[index])) is not None}
+            if not tails:
+                break
+            extra, _, _ = self._decode(list(tails.values()), options, language)
+            active = []
+            for index, addition in zip(tails, extra):
+                if addition.segments:
+                    results[index] = replace(results[index], segments=results[index].segments + addition.segments)
+                    active.append(index)
+        return results, language, probability
+
+    def _decode(
+        self, windows: list[AudioWindow], options: DecodingOptions, language: str | None
+    ) -> tuple[list[WindowResult], str, float]:
         features = window_features(self.model, windows)
         encoded = encode(self.model, features)
         probability = 1.0
