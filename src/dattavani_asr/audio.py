@@ -50,6 +50,9 @@ class AudioInfo:
 def describe_source(source: AudioSource) -> str:
     if isinstance(source, (str, os.PathLike)):
         return str(source)
+    name = getattr(source, "name", None)
+    if isinstance(name, str) and name:
+        return name
     return f"<{type(source).__name__} input>"
 
 

@@ -131,7 +131,7 @@ class Transcriber:
             self._run_batch(engine, fallback, batch, run)
             if progress is not None:
                 progress(batch[-1].end)
-        _check_not_empty(stats, source)
+        check_not_empty(stats, source)
         return self._transcript(run, stats, source, engine.name, time.perf_counter() - started)
 
     def _blocks(self, source: AudioSource | np.ndarray, options: TranscribeOptions) -> Iterable[np.ndarray]:
@@ -151,9 +151,8 @@ class Transcriber:
         run.inference_seconds += time.perf_counter() - started
 
     def _transcript(self, run: _Run, stats: AudioStats, source: Any, model: str, total: float) -> Transcript:
-        segments = [_segment(i, raw, result) for i, (raw, result) in enumerate(_raw_segments(run.results))]
         return Transcript(
-            segments=tuple(segments),
+            segments=segments_from_results(run.results),
             language=run.language or "en",
             language_probability=run.language_probability,
             duration=round(stats.duration, 3),
@@ -202,9 +201,10 @@ def _apply_fallback(
     return merged
 
 
-def _raw_segments(results: list[Any]) -> list[tuple[Any, Any]]:
-    pairs = [(segment, result) for result in results for segment in result.segments]
-    return sorted(pairs, key=lambda pair: pair[0].start)
+def segments_from_results(results: list[Any]) -> tuple[Segment, ...]:
+    """Numbered segments, in time order, from the engine's window results."""
+    pairs = sorted(((s, r) for r in results for s in r.segments), key=lambda pair: pair[0].start)
+    return tuple(_segment(index, raw, result) for index, (raw, result) in enumerate(pairs))
 
 
 def _segment(index: int, raw: Any, result: Any) -> Segment:
@@ -225,7 +225,7 @@ def _segment(index: int, raw: Any, result: Any) -> Segment:
     )
 
 
-def _check_not_empty(stats: AudioStats, source: Any) -> None:
+def check_not_empty(stats: AudioStats, source: Any) -> None:
     name = "<array>" if isinstance(source, np.ndarray) else describe_source(source)
     if stats.samples == 0:
         raise EmptyAudioError(f"{name}: no audio samples (empty stream or range)")

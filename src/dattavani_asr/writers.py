@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, TextIO
 
@@ -141,9 +143,24 @@ def output_path(source: Path, fmt: str, output_dir: Path | None, *, keep_suffix:
     return folder / f"{source.name if keep_suffix else source.stem}.{fmt}"
 
 
+def render(transcript: Transcript, fmt: str) -> str:
+    """The transcript in one format, as text."""
+    buffer = io.StringIO()
+    get_writer(fmt).write(transcript, buffer)
+    return buffer.getvalue()
+
+
 def write_atomic(transcript: Transcript, fmt: str, path: Path) -> Path:
     """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    writer = get_writer(fmt)
+    return _write_atomic(lambda stream: get_writer(fmt).write(transcript, stream), path)
+
+
+def write_text_atomic(content: str, path: Path) -> Path:
+    """Atomically write `content` to `path` (temp file beside it, fsync, rename)."""
+    return _write_atomic(lambda stream: stream.write(content), path)
+
+
+def _write_atomic(produce: Callable[[TextIO], object], path: Path) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
@@ -151,7 +168,7 @@ def write_atomic(transcript: Transcript, fmt: str, path: Path) -> Path:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as stream:
-            writer.write(transcript, stream)
+            produce(stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.chmod(tmp, 0o644)

@@ -83,6 +83,14 @@ class WhisperEngine:
         language = max(scores, key=scores.__getitem__)
         return language, round(scores[language] / total, 4)
 
+    def detect_languages(self, windows: list[AudioWindow]) -> list[tuple[str, float]]:
+        """Language and probability of each window on its own (one batched encoder pass)."""
+        if not self.model.multilingual:
+            return [("en", 1.0)] * len(windows)
+        encoded = encode(self.model, window_features(self.model, windows))
+        rankings = self.model.whisper.detect_language(encoded)
+        return [(ranking[0][0][2:-2], round(ranking[0][1], 4)) for ranking in rankings]
+
     def transcribe_batch(
         self, windows: list[AudioWindow], options: DecodingOptions, language: str | None = None
     ) -> tuple[list[WindowResult], str, float]:

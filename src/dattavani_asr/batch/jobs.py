@@ -1,0 +1,55 @@
+"""One file's journey through a batch run: its windows, results and outcome."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..chunking import AudioStats
+from ..sources.base import Sink, Source, SourceItem
+
+
+@dataclass
+class FileJob:
+    """Mutable state of one file while its windows are decoded and transcribed."""
+
+    index: int
+    item: SourceItem
+    source: Source
+    sink: Sink
+    language: str | None = None
+    language_probability: float = 1.0
+    stats: AudioStats = field(default_factory=AudioStats)
+    results: list[Any] = field(default_factory=list)
+    windows_total: int | None = None
+    started: float | None = None
+    error: BaseException | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    done: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return self.windows_total is not None and len(self.results) >= self.windows_total
+
+    def begin(self) -> None:
+        self.started = time.monotonic()
+
+    def elapsed(self) -> float:
+        return 0.0 if self.started is None else time.monotonic() - self.started
+
+
+@dataclass(frozen=True)
+class WindowMessage:
+    job: FileJob
+    window: Any
+
+
+@dataclass(frozen=True)
+class EndMessage:
+    """All windows of `job` were queued (`count` of them), or decoding failed with `error`."""
+
+    job: FileJob
+    count: int
+    error: BaseException | None = None

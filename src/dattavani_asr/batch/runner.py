@@ -1,0 +1,169 @@
+"""`run_batch()`: expand sources, skip what is done, run the pipeline, write outputs and summary."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import DattavaniError
+from ..options import TranscribeOptions
+from ..sources import Sink, Source, SourceItem, expand_all
+from ..sources.local import LocalSink
+from ..transcriber import Transcriber, check_not_empty, segments_from_results
+from ..transcript import Timings, Transcript
+from ..writers import OUTPUT_SUBDIR, render, write_text_atomic
+from .jobs import FileJob
+from .pipeline import run_pipeline
+from .state import STATE_FILENAME, RunState
+
+log = logging.getLogger(__name__)
+SUMMARY_FILENAME = "batch-summary.json"
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    specs: list[str]
+    formats: list[str]
+    output_dir: Path | None = None
+    pattern: str | None = None
+    workers: int = 2
+    retry_failed: bool = False
+    max_attempts: int = 3
+    file_timeout: float | None = None
+    state_dir: Path | None = None
+
+
+@dataclass
+class BatchSummary:
+    files: int = 0
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    failures: list[dict[str, str]] = field(default_factory=list)
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.wall_seconds / self.audio_seconds if self.audio_seconds else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"real_time_factor": round(self.real_time_factor, 4)}
+
+
+def state_directory(config: BatchConfig) -> Path:
+    """Where the state database and summary live: the output dir, else beside the first source."""
+    if config.state_dir is not None:
+        return config.state_dir
+    if config.output_dir is not None:
+        return config.output_dir
+    first = Path(config.specs[0]) if config.specs and "://" not in config.specs[0] else Path.cwd()
+    folder = first if first.is_dir() else first.parent if first.exists() else Path.cwd()
+    return folder / OUTPUT_SUBDIR
+
+
+def options_key(model: str, options: TranscribeOptions, formats: list[str]) -> str:
+    """A digest of everything that shapes the outputs: change it and files are redone."""
+    described = json.dumps([model, repr(options), sorted(formats)], sort_keys=True)
+    return hashlib.sha256(described.encode()).hexdigest()[:16]
+
+
+class BatchRun:
+    """One invocation of `dattavani-asr batch`."""
+
+    def __init__(self, config: BatchConfig, transcriber: Transcriber, options: TranscribeOptions) -> None:
+        self.config = config
+        self.transcriber = transcriber
+        self.options = options
+        self.summary = BatchSummary()
+        self.state = RunState(state_directory(config) / STATE_FILENAME)
+        self.on_progress: Callable[[FileJob | None, BatchSummary], None] = lambda job, summary: None
+
+    def plan(self) -> list[FileJob]:
+        key = options_key(self.transcriber.model_name, self.options, self.config.formats)
+        language = self.options.decoding.language
+        jobs: list[FileJob] = []
+        for item, source in expand_all(self.config.specs, self.config.pattern):
+            self.summary.files += 1
+            decision = self.state.decide(
+                item, key, retry_failed=self.config.retry_failed, max_attempts=self.config.max_attempts
+            )
+            if decision == "skip":
+                self.summary.skipped += 1
+                continue
+            jobs.append(FileJob(len(jobs), item, source, self._sink(source), language=language))
+        return jobs
+
+    def _sink(self, source: Source) -> Sink:
+        return LocalSink(self.config.output_dir) if self.config.output_dir is not None else source.default_sink()
+
+    def run(self) -> BatchSummary:
+        started = time.monotonic()
+        jobs = self.plan()
+        self.on_progress(None, self.summary)
+        if jobs:
+            engine = self.transcriber.engine()
+            engine.check_options(self.options.decoding)
+            for job in jobs:
+                self.state.started(job.item.uri)
+            run_pipeline(
+                jobs,
+                engine,
+                self.options,
+                self.finish,
+                workers=self.config.workers,
+                file_timeout=self.config.file_timeout,
+            )
+        self.summary.wall_seconds = round(time.monotonic() - started, 3)
+        self._write_summary()
+        self.state.close()
+        return self.summary
+
+    def finish(self, job: FileJob) -> None:
+        """Write one file's outputs, then record it done (or record why it failed)."""
+        try:
+            if job.error is not None:
+                raise job.error
+            check_not_empty(job.stats, job.item.uri)
+            transcript = self._transcript(job)
+            outputs = [job.sink.write(job.item, fmt, render(transcript, fmt)) for fmt in self.config.formats]
+        except Exception as exc:
+            self._failed(job, exc)
+        else:
+            self.state.finished(job.item.uri, job.stats.duration, job.elapsed(), outputs)
+            self.summary.done += 1
+            self.summary.audio_seconds = round(self.summary.audio_seconds + job.stats.duration, 3)
+        self.on_progress(job, self.summary)
+
+    def _failed(self, job: FileJob, exc: BaseException) -> None:
+        if not isinstance(exc, DattavaniError):
+            log.warning("unexpected error on %s", job.item.uri, exc_info=exc)
+        self.state.failed(job.item.uri, exc, job.elapsed())
+        self.summary.failed += 1
+        self.summary.failures.append({"file": job.item.uri, "error": type(exc).__name__, "message": str(exc)})
+
+    def _transcript(self, job: FileJob) -> Transcript:
+        return Transcript(
+            segments=segments_from_results(job.results),
+            language=job.language or "en",
+            language_probability=job.language_probability,
+            duration=round(job.stats.duration, 3),
+            model=self.transcriber.model_name,
+            task=self.options.decoding.task,
+            source=job.item.uri,
+            timings=Timings(total=round(job.elapsed(), 3)),
+        )
+
+    def _write_summary(self) -> None:
+        path = state_directory(self.config) / SUMMARY_FILENAME
+        write_text_atomic(json.dumps(self.summary.to_dict(), indent=2) + "\n", path)
+
+
+def describe(item: SourceItem) -> str:
+    return item.local_path.name if item.local_path else item.name

@@ -1,0 +1,99 @@
+"""`dattavani-asr batch`: transcribe folders, globs, manifests and URLs, resumably."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..batch import BatchConfig, BatchRun, BatchSummary
+from ..batch.jobs import FileJob
+from ..transcriber import Transcriber, make_options
+from ..writers import parse_formats
+from .app import ConfigOption, console, report, settings_for
+
+
+def batch(
+    sources: Annotated[list[str], typer.Argument(help="Folders, globs, manifests (.txt/.csv/.jsonl) or URLs")],
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-d", help="Mirror sources under DIR")] = None,
+    output_format: Annotated[str | None, typer.Option("--format", "-f", help="txt,srt,vtt,json,tsv or all")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m")] = None,
+    language: Annotated[str | None, typer.Option("--language", "-l")] = None,
+    pattern: Annotated[str | None, typer.Option(help="Only file names matching this glob, e.g. '*.mp3'")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=32, help="Decoder threads")] = 2,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Retry files that failed before")] = False,
+    max_attempts: Annotated[int, typer.Option(min=1, help="Give up on a file after this many attempts")] = 3,
+    file_timeout: Annotated[float | None, typer.Option(min=1.0, help="Seconds before a file is given up")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, max=64, help="Windows per engine batch")] = None,
+    beam_size: Annotated[int | None, typer.Option(min=1, max=16)] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Transcribe many files; re-running the same command redoes nothing that is done."""
+    settings = settings_for(
+        config, model=model, language=language, formats=output_format, output_dir=output_dir,
+        batch_size=batch_size, beam_size=beam_size,
+    )  # fmt: skip
+    run_config = BatchConfig(
+        specs=sources,
+        formats=parse_formats(settings.formats),
+        output_dir=settings.output_dir,
+        pattern=pattern,
+        workers=workers,
+        retry_failed=retry_failed,
+        max_attempts=max_attempts,
+        file_timeout=file_timeout,
+    )
+    transcriber = Transcriber(
+        settings.model, device=settings.device, compute_type=settings.compute_type, cache_dir=settings.cache_dir
+    )
+    options = make_options(
+        language=settings.language, task=settings.task, beam_size=settings.beam_size,
+        word_timestamps=settings.word_timestamps, vad=settings.vad, initial_prompt=settings.initial_prompt,
+        hotwords=settings.hotwords, batch_size=settings.batch_size,
+    )  # fmt: skip
+    run = BatchRun(run_config, transcriber, options)
+    summary = _run_with_progress(run)
+    _print_summary(summary)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _run_with_progress(run: BatchRun) -> BatchSummary:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[audio]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("files", total=None, audio="")
+
+        def update(job: FileJob | None, summary: BatchSummary) -> None:
+            total = summary.files - summary.skipped
+            speed = f"{summary.audio_seconds / 3600:.2f} h audio"
+            bar.update(task, total=total, completed=summary.done + summary.failed, audio=speed)
+            if job is not None and job.error is not None:
+                console.print(f"[red]failed[/red] {job.item.uri}: {job.error}", highlight=False)
+
+        run.on_progress = update
+        return run.run()
+
+
+def _print_summary(summary: BatchSummary) -> None:
+    table = Table("files", "done", "skipped", "failed", "audio s", "wall s", "RTF", title="batch summary")
+    table.add_row(
+        str(summary.files),
+        str(summary.done),
+        str(summary.skipped),
+        str(summary.failed),
+        f"{summary.audio_seconds:.1f}",
+        f"{summary.wall_seconds:.1f}",
+        f"{summary.real_time_factor:.3f}",
+    )
+    report.print(table)
+    for failure in summary.failures:
+        report.print(f"failed: {failure['file']}: {failure['error']}: {failure['message']}", highlight=False)

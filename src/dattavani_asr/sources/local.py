@@ -1,0 +1,145 @@
+"""Local files: a file, a folder (recursive), a glob, or a manifest of paths/URLs."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+from collections.abc import Iterator
+from fnmatch import fnmatch
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+from ..errors import InvalidOptionError, OutputError
+from ..writers import OUTPUT_SUBDIR
+from .base import SourceItem
+
+MEDIA_EXTENSIONS = frozenset(
+    [
+        "aac",
+        "ac3",
+        "aif",
+        "aiff",
+        "alac",
+        "amr",
+        "ape",
+        "au",
+        "avi",
+        "flac",
+        "m4a",
+        "m4b",
+        "m4v",
+        "mka",
+        "mkv",
+        "mov",
+        "mp2",
+        "mp3",
+        "mp4",
+        "mpeg",
+        "mpg",
+        "oga",
+        "ogg",
+        "opus",
+        "ts",
+        "wav",
+        "weba",
+        "webm",
+        "wma",
+        "wmv",
+        "3gp",
+    ]
+)
+MANIFEST_EXTENSIONS = (".txt", ".lst", ".csv", ".jsonl", ".tsv")
+GLOB_CHARS = "*?["
+
+
+def is_media(path: Path) -> bool:
+    return path.suffix.lower().lstrip(".") in MEDIA_EXTENSIONS
+
+
+def local_item(path: Path, root: Path) -> SourceItem:
+    stat = path.stat()
+    relative = PurePosixPath(path.relative_to(root).as_posix()) if path != root else PurePosixPath(path.name)
+    return SourceItem(
+        uri=str(path.resolve()),
+        name=path.name,
+        relative=relative,
+        size=stat.st_size,
+        version=str(stat.st_mtime_ns),
+        local_path=path.resolve(),
+    )
+
+
+def _folder(root: Path, pattern: str | None) -> Iterator[SourceItem]:
+    for directory, folders, files in os.walk(root):
+        folders[:] = sorted(f for f in folders if f != OUTPUT_SUBDIR and not f.startswith("."))
+        for name in sorted(files):
+            path = Path(directory) / name
+            if is_media(path) and (pattern is None or fnmatch(name, pattern)):
+                yield local_item(path, root)
+
+
+def manifest_entries(path: Path) -> list[str]:
+    """Paths/URLs listed in a manifest: one per line, or a CSV/TSV/JSONL `path` column."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        return [str(row["path"]) for row in rows if row.get("path")]
+    if path.suffix in (".csv", ".tsv"):
+        reader = csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix == ".tsv" else ",")
+        if not reader.fieldnames or "path" not in reader.fieldnames:
+            raise InvalidOptionError(f"{path}: manifest needs a 'path' column (found {reader.fieldnames})")
+        return [row["path"].strip() for row in reader if row.get("path", "").strip()]
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+class LocalSource:
+    """Files on this machine. Manifests may name URLs; those are expanded by the caller."""
+
+    def matches(self, spec: str) -> bool:
+        return "://" not in spec
+
+    def expand(self, spec: str, pattern: str | None) -> Iterator[SourceItem]:
+        if any(char in spec for char in GLOB_CHARS) and not Path(spec).exists():
+            matches = sorted(glob.glob(spec, recursive=True))
+            root = Path(os.path.commonpath(matches)) if matches else Path.cwd()
+            root = root if root.is_dir() else root.parent
+            for match in map(Path, matches):
+                if match.is_file() and is_media(match):
+                    yield local_item(match, root)
+            return
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            yield from _folder(path, pattern)
+        elif path.is_file():
+            yield local_item(path, path.parent)
+        else:
+            raise InvalidOptionError(f"{spec}: no such file, folder or glob match")
+
+    def open(self, item: SourceItem) -> IO[bytes]:
+        assert item.local_path is not None
+        return item.local_path.open("rb")
+
+    def default_sink(self) -> LocalSink:
+        return LocalSink(None)
+
+
+class LocalSink:
+    """Writes `<dir>/gen-transcript/<stem>.<ext>`, or mirrors the source tree under `output_dir`."""
+
+    def __init__(self, output_dir: Path | None = None) -> None:
+        self.output_dir = output_dir
+
+    def path_for(self, item: SourceItem, fmt: str) -> Path:
+        name = f"{item.stem}.{fmt}"
+        if self.output_dir is not None:
+            return self.output_dir / Path(*item.relative.parent.parts) / name
+        if item.local_path is None:
+            raise OutputError(f"{item.uri}: a remote item needs --output-dir")
+        return item.local_path.parent / OUTPUT_SUBDIR / name
+
+    def write(self, item: SourceItem, fmt: str, content: str) -> str:
+        from ..writers import write_text_atomic
+
+        return str(write_text_atomic(content, self.path_for(item, fmt)))
