@@ -21,10 +21,12 @@ from ..chunking import speech_windows
 from ..errors import DattavaniError
 from ..options import TranscribeOptions
 from .jobs import EndMessage, FileJob, WindowMessage
+from .packing import build_pack, plan_packs, unpack
 
 log = logging.getLogger(__name__)
 
 BATCH_WAIT_SECONDS = 0.05
+PACK_INTAKE = 3  # windows taken per batch slot when packing (about three short clips per 30 s)
 Message = WindowMessage | EndMessage
 
 
@@ -70,8 +72,11 @@ class EnginePump:
         finish: Callable[[FileJob], None],
         file_timeout: float | None,
         jobs: list[FileJob],
+        pack: bool = True,
     ) -> None:
         self.jobs = jobs
+        self.pack = pack
+        self.intake = options.batch_size * (PACK_INTAKE if pack else 1)
         self.engine = engine
         self.options = options
         self.finish = finish
@@ -92,7 +97,7 @@ class EnginePump:
         ended = 0
         wait = BATCH_WAIT_SECONDS if self.pending else 0.5
         deadline = time.monotonic() + wait
-        while len(self.pending) < self.options.batch_size:
+        while len(self.pending) < self.intake:
             try:
                 message = inbox.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
@@ -126,15 +131,14 @@ class EnginePump:
         return ended
 
     def _take_batch(self) -> list[WindowMessage]:
-        batch, self.pending = self.pending[: self.options.batch_size], self.pending[self.options.batch_size :]
+        batch, self.pending = self.pending[: self.intake], self.pending[self.intake :]
         return [m for m in batch if not m.job.done]
 
     def _transcribe(self, batch: list[WindowMessage]) -> int:
         ended = 0
         for language, group in self._by_language(batch).items():
             try:
-                decoding = replace(self.options.decoding, language=language)
-                results, _, _ = self.engine.transcribe_batch([m.window for m in group], decoding, language)
+                results = self._decode([m.window for m in group], language)
             except Exception as exc:
                 for message in group:
                     message.job.error = exc
@@ -144,6 +148,19 @@ class EnginePump:
                 message.job.results.append(result)
                 ended += self._close(message.job) if message.job.complete else 0
         return ended
+
+    def _decode(self, windows: list[Any], language: str | None) -> list[Any]:
+        """Engine results, one per window; short windows share packed windows when packing."""
+        decoding = replace(self.options.decoding, language=language)
+        if not self.pack:
+            return list(self.engine.transcribe_batch(windows, decoding, language)[0])
+        packs = [build_pack(windows, indices) for indices in plan_packs(windows)]
+        packed, _, _ = self.engine.transcribe_batch([pack.window for pack in packs], decoding, language)
+        results: list[Any] = [None] * len(windows)
+        for pack, result in zip(packs, packed):
+            for part, part_result in zip(pack.parts, unpack(pack, result)):
+                results[part.index] = part_result
+        return results
 
     def _by_language(self, batch: list[WindowMessage]) -> dict[str | None, list[WindowMessage]]:
         """Group windows by their file's language, detecting it (batched) for new files."""
@@ -176,10 +193,11 @@ def run_pipeline(
     *,
     workers: int = 2,
     file_timeout: float | None = None,
+    pack: bool = True,
 ) -> None:
     """Transcribe every job; `finish(job)` is called once per job, from the engine thread."""
     inbox: queue.Queue[Message] = queue.Queue(maxsize=max(4, options.batch_size * 3))
-    pump = EnginePump(engine, options, finish, file_timeout, jobs)
+    pump = EnginePump(engine, options, finish, file_timeout, jobs, pack)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
     try:
         for job in jobs:

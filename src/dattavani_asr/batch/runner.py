@@ -37,6 +37,7 @@ class BatchConfig:
     max_attempts: int = 3
     file_timeout: float | None = None
     state_dir: Path | None = None
+    pack: bool = True
 
 
 @dataclass
@@ -119,6 +120,7 @@ class BatchRun:
                 self.finish,
                 workers=self.config.workers,
                 file_timeout=self.config.file_timeout,
+                pack=self.config.pack,
             )
         self.summary.wall_seconds = round(time.monotonic() - started, 3)
         self._write_summary()

@@ -29,6 +29,7 @@ def batch(
     file_timeout: Annotated[float | None, typer.Option(min=1.0, help="Seconds before a file is given up")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, max=64, help="Windows per engine batch")] = None,
     beam_size: Annotated[int | None, typer.Option(min=1, max=16)] = None,
+    pack: Annotated[bool, typer.Option("--pack/--no-pack", help="Share 30-s windows between short files")] = True,
     config: ConfigOption = None,
 ) -> None:
     """Transcribe many files; re-running the same command redoes nothing that is done."""
@@ -45,6 +46,7 @@ def batch(
         retry_failed=retry_failed,
         max_attempts=max_attempts,
         file_timeout=file_timeout,
+        pack=pack,
     )
     transcriber = Transcriber(
         settings.model, device=settings.device, compute_type=settings.compute_type, cache_dir=settings.cache_dir
