@@ -92,10 +92,29 @@ def _move(segment: RawSegment, part: Part) -> RawSegment:
     return replace(segment, start=_to_part(part, segment.start), end=_to_part(part, segment.end), words=words)
 
 
+def _split_by_words(segment: RawSegment, parts: tuple[Part, ...]) -> list[tuple[Part, RawSegment]]:
+    """A segment that runs across parts becomes one segment per part, cut between words."""
+    groups: dict[int, list[Word]] = {}
+    owners: dict[int, Part] = {}
+    for word in segment.words:
+        part = _owner(parts, word.start, max(word.end, word.start + 1e-3))
+        groups.setdefault(part.index, []).append(word)
+        owners[part.index] = part
+    pieces = []
+    for index, words in groups.items():
+        text = "".join(word.word for word in words)
+        piece = RawSegment(words[0].start, words[-1].end, (), text, tuple(words))
+        pieces.append((owners[index], piece))
+    return pieces
+
+
 def unpack(pack: Pack, result: WindowResult) -> list[WindowResult]:
     """One result per part, holding the segments that belong to it, in its own timeline."""
     owned: dict[int, list[RawSegment]] = {part.index: [] for part in pack.parts}
     for segment in result.segments:
-        part = _owner(pack.parts, segment.start, segment.end)
-        owned[part.index].append(_move(segment, part))
+        pieces = _split_by_words(segment, pack.parts) if segment.words else []
+        if not pieces:
+            pieces = [(_owner(pack.parts, segment.start, segment.end), segment)]
+        for part, piece in pieces:
+            owned[part.index].append(_move(piece, part))
     return [replace(result, window=part.window, segments=tuple(owned[part.index])) for part in pack.parts]

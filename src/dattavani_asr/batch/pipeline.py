@@ -30,6 +30,10 @@ PACK_INTAKE = 3  # windows taken per batch slot when packing (about three short 
 Message = WindowMessage | EndMessage
 
 
+def _without_words(result: Any) -> Any:
+    return replace(result, segments=tuple(replace(segment, words=()) for segment in result.segments))
+
+
 class FileTimeoutError(DattavaniError):
     """A file took longer than --file-timeout."""
 
@@ -155,11 +159,12 @@ class EnginePump:
         if not self.pack:
             return list(self.engine.transcribe_batch(windows, decoding, language)[0])
         packs = [build_pack(windows, indices) for indices in plan_packs(windows)]
-        packed, _, _ = self.engine.transcribe_batch([pack.window for pack in packs], decoding, language)
+        with_words = replace(decoding, word_timestamps=True)  # segments are split between files by word
+        packed, _, _ = self.engine.transcribe_batch([pack.window for pack in packs], with_words, language)
         results: list[Any] = [None] * len(windows)
         for pack, result in zip(packs, packed):
             for part, part_result in zip(pack.parts, unpack(pack, result)):
-                results[part.index] = part_result
+                results[part.index] = part_result if decoding.word_timestamps else _without_words(part_result)
         return results
 
     def _by_language(self, batch: list[WindowMessage]) -> dict[str | None, list[WindowMessage]]:

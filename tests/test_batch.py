@@ -1,0 +1,183 @@
+"""Batch runs on real recordings: outputs, failures, resume, manifests, timeouts, packing."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+import numpy as np
+import pytest
+
+from conftest import DATA, JFK, fleurs
+from dattavani_asr import Transcriber, make_options
+from dattavani_asr.batch import BatchConfig, BatchRun
+from dattavani_asr.batch.packing import build_pack, plan_packs, unpack
+from dattavani_asr.engine.windows import AudioWindow, Decoded, RawSegment, WindowResult
+from dattavani_asr.evaluation import word_error_rate
+from dattavani_asr.sources.base import SourceItem
+from dattavani_asr.sources.local import LocalSink, LocalSource
+
+CLI = [sys.executable, "-c", "from dattavani_asr.cli import main; main()"]
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("DATTAVANI_") or k == "DATTAVANI_CACHE_DIR"}
+
+
+@pytest.fixture()
+def archive(tmp_path: Path) -> Path:
+    """Five FLEURS English clips (one in a subfolder), JFK, and one corrupt file."""
+    root = tmp_path / "archive"
+    (root / "day2").mkdir(parents=True)
+    for index, item in enumerate(fleurs("en")):
+        target = root / ("day2" if index == 4 else "") / Path(item["file"]).name
+        shutil.copy(DATA / item["file"], target)
+    shutil.copy(JFK, root / "jfk.flac")
+    (root / "broken.mp3").write_bytes(os.urandom(4000))
+    return root
+
+
+def _references() -> dict[str, str]:
+    refs = {Path(item["file"]).stem: item["reference"] for item in fleurs("en")}
+    refs["jfk"] = (
+        "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+    )
+    return refs
+
+
+def _run(tiny: Transcriber, sources: list[str], out: Path, **config: Any) -> Any:
+    run = BatchRun(BatchConfig(specs=sources, formats=["txt", "json"], output_dir=out, **config), tiny, make_options())
+    return run.run()
+
+
+def _wer_of(out: Path) -> float:
+    refs = _references()
+    texts = {path.stem: path.read_text() for path in out.rglob("*.txt")}
+    return word_error_rate([refs[k] for k in sorted(texts)], [texts[k] for k in sorted(texts)])
+
+
+def test_folder_run_writes_mirrored_outputs_and_records_the_corrupt_file(
+    tiny: Transcriber, archive: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    summary = _run(tiny, [str(archive)], out)
+    assert (summary.files, summary.done, summary.failed, summary.skipped) == (7, 6, 1, 0)
+    assert summary.failures[0]["error"] == "UndecodableAudioError" and "broken.mp3" in summary.failures[0]["file"]
+    assert (out / "day2" / "fleurs-en-004.txt").is_file()
+    assert _wer_of(out) < 0.12
+    data = json.loads((out / "batch-summary.json").read_text())
+    assert data["done"] == 6 and data["failed"] == 1 and data["audio_seconds"] == pytest.approx(51.9, abs=0.5)
+    assert not list(out.rglob("*.part"))
+
+
+def test_second_run_does_nothing_and_retry_failed_retries(tiny: Transcriber, archive: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _run(tiny, [str(archive)], out)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.txt")}
+    again = _run(tiny, [str(archive)], out)
+    assert (again.done, again.skipped, again.failed) == (0, 7, 0)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.txt")} == before
+    retried = _run(tiny, [str(archive)], out, retry_failed=True)
+    assert (retried.done, retried.skipped, retried.failed) == (0, 6, 1)
+    changed = archive / "jfk.flac"
+    os.utime(changed, ns=(time.time_ns(), time.time_ns()))
+    assert _run(tiny, [str(archive)], out).done == 1  # a touched file is done again
+
+
+def test_manifests_txt_and_jsonl(tiny: Transcriber, archive: Path, tmp_path: Path) -> None:
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# clips\n{archive / 'jfk.flac'}\n{archive / 'day2' / 'fleurs-en-004.ogg'}\n")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"path": str(archive / "fleurs-en-000.ogg"), "speaker": "x"}) + "\n")
+    summary = _run(tiny, [str(listing), str(rows)], tmp_path / "out")
+    assert (summary.files, summary.done) == (3, 3)
+    assert {p.name for p in (tmp_path / "out").rglob("*.txt")} == {"jfk.txt", "fleurs-en-004.txt", "fleurs-en-000.txt"}
+
+
+def test_default_placement_is_gen_transcript_beside_each_file(tiny: Transcriber, archive: Path) -> None:
+    (archive / "broken.mp3").unlink()
+    run = BatchRun(BatchConfig(specs=[str(archive)], formats=["srt"]), tiny, make_options())
+    assert run.run().done == 6
+    assert (archive / "gen-transcript" / "jfk.srt").is_file()
+    assert (archive / "day2" / "gen-transcript" / "fleurs-en-004.srt").is_file()
+
+
+class _StallingSource(LocalSource):
+    """A source whose one file never delivers data in time (a dead network share)."""
+
+    def open(self, item: SourceItem) -> IO[bytes]:
+        if item.name.startswith("stall"):
+            time.sleep(4.0)
+            return io.BytesIO(b"")
+        return super().open(item)
+
+
+def test_file_timeout_fails_only_the_slow_file(
+    tiny: Transcriber, archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (archive / "broken.mp3").unlink()
+    shutil.copy(JFK, archive / "stall.flac")
+    monkeypatch.setattr("dattavani_asr.sources._sources", lambda: [_StallingSource()])
+    summary = _run(tiny, [str(archive)], tmp_path / "out", file_timeout=2.0)
+    assert summary.done == 6 and summary.failed == 1
+    assert summary.failures[0]["error"] == "FileTimeoutError" and "stall.flac" in summary.failures[0]["file"]
+
+
+def test_kill_9_then_resume_finishes_every_file_exactly_once(archive: Path, tmp_path: Path) -> None:
+    (archive / "broken.mp3").unlink()
+    clips = sorted(archive.glob("*.ogg"))
+    for copy in range(3):
+        for clip in clips:
+            shutil.copy(clip, archive / f"copy{copy}-{clip.name}")
+    out = tmp_path / "out"
+    command = [*CLI, "batch", str(archive), "--output-dir", str(out), "-f", "txt,srt", "--no-pack"]
+    process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list(out.rglob("*.srt"))) < 3 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    written_before = len(list(out.rglob("*.srt")))
+    assert 0 < written_before < 18
+    second = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300, check=False)
+    assert second.returncode == 0, second.stderr
+    srts = sorted(out.rglob("*.srt"))
+    assert len(srts) == 18 and len(set(srts)) == 18
+    assert all(p.read_text().startswith("1\n") for p in srts)
+    assert not [p for p in out.rglob("*") if p.name.endswith((".part", ".tmp"))]
+    started = time.monotonic()
+    third = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=60, check=False)
+    assert third.returncode == 0 and time.monotonic() - started < 5.0
+    assert json.loads((out / "batch-summary.json").read_text())["done"] == 0
+
+
+def _window(offset: float, seconds: float) -> AudioWindow:
+    return AudioWindow(offset, np.full(int(seconds * 16000), 0.1, dtype=np.float32))
+
+
+def test_packing_groups_in_order_and_maps_segments_back() -> None:
+    windows = [_window(100.0, 8.0), _window(0.5, 10.0), _window(3.0, 12.0), _window(0.0, 4.0)]
+    groups = plan_packs(windows, limit=29.0, gap=1.0)
+    assert groups == [[0, 1], [2, 3]]
+    pack = build_pack(windows, groups[0], gap=1.0)
+    assert pack.window.duration == pytest.approx(19.0)
+    decoded = Decoded((), "", -0.2, 0.01, 1.3, 0.0)
+    segments = (RawSegment(0.2, 7.5, (1,), " first"), RawSegment(9.2, 18.6, (2,), " second"))
+    result = WindowResult(pack.window, decoded, segments, "en", "tiny.en", 0.8)
+    first, second = unpack(pack, result)
+    assert [s.text for s in first.segments] == [" first"] and first.window is windows[0]
+    assert first.segments[0].start == pytest.approx(100.2) and first.segments[0].end == pytest.approx(107.5)
+    assert second.segments[0].start == pytest.approx(0.5 + 0.2) and second.segments[0].end == pytest.approx(0.5 + 9.6)
+
+
+def test_local_sink_mirrors_relative_paths(tmp_path: Path) -> None:
+    item = SourceItem("/x/a/b.mp3", "b.mp3", PurePosixPath("a/b.mp3"), 1, "1")
+    assert LocalSink(tmp_path).path_for(item, "vtt") == tmp_path / "a" / "b.vtt"
