@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -74,9 +75,13 @@ def _run_with_progress(run: BatchRun) -> BatchSummary:
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("files", total=None, audio="")
 
+        started = time.monotonic()
+
         def update(job: FileJob | None, summary: BatchSummary) -> None:
             total = summary.files - summary.skipped
-            speed = f"{summary.audio_seconds / 3600:.2f} h audio"
+            elapsed = time.monotonic() - started
+            rtf = elapsed / summary.audio_seconds if summary.audio_seconds else 0.0
+            speed = f"{summary.audio_seconds / 3600:.2f} h audio, RTF {rtf:.3f}"
             bar.update(task, total=total, completed=summary.done + summary.failed, audio=speed)
             if job is not None and job.error is not None:
                 console.print(f"[red]failed[/red] {job.item.uri}: {job.error}", highlight=False)
