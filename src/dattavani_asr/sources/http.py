@@ -17,7 +17,7 @@ INSTALL_HINT = "pip install 'dattavani-asr[remote]'"
 
 
 def missing_extra(what: str, exc: ImportError) -> InvalidOptionError:
-    return InvalidOptionError(f"{what} needs `{INSTALL_HINT}` ({exc.name or exc} is not installed)")
+    return InvalidOptionError(f"{what} need `{INSTALL_HINT}` ({exc.name or exc} is not installed)")
 
 
 def one_line(exc: BaseException) -> str:
