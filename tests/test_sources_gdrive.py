@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import pytest
@@ -208,3 +209,24 @@ def test_dead_api_is_unreadable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
     with pytest.raises(UnreadablePathError, match="unreachable"):
         list(DriveSource().expand("gdrive://someFolder", None))
+
+
+def test_batch_over_a_drive_folder_uploads_into_gen_transcript(tree: Tree, tiny: Any, tmp_path: Path) -> None:
+    from dattavani_asr import make_options
+    from dattavani_asr.batch import BatchConfig, BatchRun
+    from dattavani_asr.evaluation import normalize
+
+    url = f"https://drive.google.com/drive/folders/{tree.root}?usp=sharing"
+    config = BatchConfig(specs=[url], formats=["txt"], state_dir=tmp_path / "state")
+    summary = BatchRun(config, tiny, make_options(language="en")).run()
+    assert (summary.files, summary.done, summary.failed) == (5, 5, 0)
+    jfk = tree.drive.named("a.txt")
+    assert len(jfk) == 1 and "ask not what your country" in normalize(jfk[0]["content"].decode())
+    for name, folder in (("a.txt", tree.root), ("c.txt", tree.sub)):
+        (entry,) = tree.drive.named(name)
+        (parent,) = entry["parents"]
+        assert tree.drive.metadata(parent)["name"] == "gen-transcript"
+        assert folder in tree.drive.metadata(parent)["parents"]
+    assert parent == tree.old_output  # the existing gen-transcript folder in Session 2 is reused
+    again = BatchRun(config, tiny, make_options(language="en")).run()
+    assert again.done == 0 and again.skipped == 5

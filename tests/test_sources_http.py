@@ -6,7 +6,7 @@ import io
 import socket
 import wave
 from collections.abc import Iterator
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pytest
@@ -129,3 +129,21 @@ def test_refused_connection_is_unreadable() -> None:
 def test_default_sink_asks_for_output_dir() -> None:
     with pytest.raises(InvalidOptionError, match="--output-dir"):
         HttpSource().default_sink()
+
+
+def test_batch_over_urls_needs_and_uses_output_dir(server: FileServer, tmp_path: Path) -> None:
+    from dattavani_asr import Transcriber, make_options
+    from dattavani_asr.batch import BatchConfig, BatchRun
+    from dattavani_asr.errors import InvalidOptionError
+    from dattavani_asr.evaluation import normalize
+
+    urls = [f"{server.url}/audio/jfk.flac"]
+    with pytest.raises(InvalidOptionError, match="output-dir"):
+        BatchRun(BatchConfig(specs=urls[:1], formats=["txt"]), Transcriber("tiny.en"), make_options()).run()
+    manifest = tmp_path / "urls.txt"
+    manifest.write_text(urls[0] + "\n")
+    config = BatchConfig(specs=[str(manifest)], formats=["txt"], output_dir=tmp_path / "out")
+    summary = BatchRun(config, Transcriber("tiny.en"), make_options()).run()
+    assert (summary.done, summary.failed) == (1, 0)
+    assert "ask not what your country" in normalize((tmp_path / "out" / "jfk.txt").read_text())
+    assert all(r.status in (200, 206) for r in server.responses("/audio/jfk.flac"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -133,3 +133,17 @@ def test_default_sink_writes_beside_each_object(s3: Any) -> None:
     # Transcripts never come back as inputs.
     again = [str(item.relative) for item in source.expand(f"s3://{BUCKET}/talks", None)]
     assert not any("gen-transcript" in relative for relative in again)
+
+
+def test_batch_over_an_s3_prefix_writes_beside_each_object(s3: Any, tmp_path: Path) -> None:
+    from dattavani_asr import Transcriber, make_options
+    from dattavani_asr.batch import BatchConfig, BatchRun
+    from dattavani_asr.evaluation import normalize
+
+    config = BatchConfig(specs=[f"s3://{BUCKET}/talks/en"], formats=["txt", "srt"], state_dir=tmp_path / "state")
+    summary = BatchRun(config, Transcriber("tiny.en"), make_options()).run()
+    assert (summary.files, summary.done, summary.failed) == (2, 2, 0)
+    body = s3.get_object(Bucket=BUCKET, Key="talks/en/deeper/gen-transcript/fleurs-en-001.txt")["Body"].read()
+    assert "capital letter" in normalize(body.decode())
+    srt = s3.get_object(Bucket=BUCKET, Key="talks/en/gen-transcript/fleurs-en-000.srt")["Body"].read().decode()
+    assert srt.startswith("1\n00:00:")
