@@ -181,3 +181,12 @@ def test_packing_groups_in_order_and_maps_segments_back() -> None:
 def test_local_sink_mirrors_relative_paths(tmp_path: Path) -> None:
     item = SourceItem("/x/a/b.mp3", "b.mp3", PurePosixPath("a/b.mp3"), 1, "1")
     assert LocalSink(tmp_path).path_for(item, "vtt") == tmp_path / "a" / "b.vtt"
+
+
+def test_packed_run_keeps_accuracy(tiny: Transcriber, archive: Path, tmp_path: Path) -> None:
+    (archive / "broken.mp3").unlink()
+    out = tmp_path / "out"
+    summary = _run(tiny, [str(archive)], out, pack=True)
+    assert (summary.done, summary.failed) == (6, 0)
+    assert _wer_of(out) < 0.15
+    assert len(list(out.rglob("*.txt"))) == 6

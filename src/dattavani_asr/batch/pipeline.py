@@ -76,7 +76,7 @@ class EnginePump:
         finish: Callable[[FileJob], None],
         file_timeout: float | None,
         jobs: list[FileJob],
-        pack: bool = True,
+        pack: bool = False,
     ) -> None:
         self.jobs = jobs
         self.pack = pack
@@ -198,7 +198,7 @@ def run_pipeline(
     *,
     workers: int = 2,
     file_timeout: float | None = None,
-    pack: bool = True,
+    pack: bool = False,
 ) -> None:
     """Transcribe every job; `finish(job)` is called once per job, from the engine thread."""
     inbox: queue.Queue[Message] = queue.Queue(maxsize=max(4, options.batch_size * 3))

@@ -37,7 +37,9 @@ class BatchConfig:
     max_attempts: int = 3
     file_timeout: float | None = None
     state_dir: Path | None = None
-    pack: bool = True
+    pack: bool = False  # see packing.py: faster on short files, but not yet deterministic
+    ray_address: str | None = None
+    ray_replicas: int | None = None
 
 
 @dataclass
@@ -109,23 +111,35 @@ class BatchRun:
         jobs = self.plan()
         self.on_progress(None, self.summary)
         if jobs:
-            engine = self.transcriber.engine()
-            engine.check_options(self.options.decoding)
-            for job in jobs:
-                self.state.started(job.item.uri)
-            run_pipeline(
-                jobs,
-                engine,
-                self.options,
-                self.finish,
-                workers=self.config.workers,
-                file_timeout=self.config.file_timeout,
-                pack=self.config.pack,
-            )
+            engine = self._engine()
+            try:
+                engine.check_options(self.options.decoding)
+                for job in jobs:
+                    self.state.started(job.item.uri)
+                run_pipeline(
+                    jobs,
+                    engine,
+                    self.options,
+                    self.finish,
+                    workers=self.config.workers,
+                    file_timeout=self.config.file_timeout,
+                    pack=self.config.pack,
+                )
+            finally:
+                if self.config.ray_address is not None:
+                    engine.shutdown()
         self.summary.wall_seconds = round(time.monotonic() - started, 3)
         self._write_summary()
         self.state.close()
         return self.summary
+
+    def _engine(self) -> Any:
+        """The local engine, or engine replicas on the Ray cluster given by --ray."""
+        if self.config.ray_address is None:
+            return self.transcriber.engine()
+        from .ray_engine import RayEngine
+
+        return RayEngine(self.transcriber, self.config.ray_address, replicas=self.config.ray_replicas)
 
     def finish(self, job: FileJob) -> None:
         """Write one file's outputs, then record it done (or record why it failed)."""

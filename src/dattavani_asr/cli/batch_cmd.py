@@ -30,7 +30,11 @@ def batch(
     file_timeout: Annotated[float | None, typer.Option(min=1.0, help="Seconds before a file is given up")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, max=64, help="Windows per engine batch")] = None,
     beam_size: Annotated[int | None, typer.Option(min=1, max=16)] = None,
-    pack: Annotated[bool, typer.Option("--pack/--no-pack", help="Share 30-s windows between short files")] = True,
+    pack: Annotated[
+        bool, typer.Option("--pack/--no-pack", help="Share 30-s windows between short files (faster, experimental)")
+    ] = False,
+    ray: Annotated[str | None, typer.Option("--ray", metavar="ADDRESS", help="local, auto or ray://host:10001")] = None,
+    ray_replicas: Annotated[int | None, typer.Option(min=1, help="Engine replicas on the Ray cluster")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Transcribe many files; re-running the same command redoes nothing that is done."""
@@ -48,6 +52,8 @@ def batch(
         max_attempts=max_attempts,
         file_timeout=file_timeout,
         pack=pack,
+        ray_address=ray,
+        ray_replicas=ray_replicas,
     )
     transcriber = Transcriber(
         settings.model, device=settings.device, compute_type=settings.compute_type, cache_dir=settings.cache_dir
