@@ -3,13 +3,15 @@
 
 A folder is made of ``--copies`` copies of each selected clip (manifest entries in ``--languages`` with a
 reference; entries with a ``channel`` skipped), hard-linked (or copied) under distinct names in a temp dir,
-so there are enough short files for batching to matter. Every system then transcribes that whole folder in
-its own fresh process, and the wall time is taken from process launch to exit, imports and model load
-included: that is what a user waits for. Each system also reports its transcription-only time where it
-can be measured inside the process:
+so there are enough short files for batching to matter. Names sort copy by copy, so neighbouring files are
+different clips; ``--adjacent-copies`` sorts the copies of one clip side by side instead. Every system then
+transcribes the whole folder in its own fresh process, and the wall time is taken from process launch to
+exit, imports and model load included: that is what a user waits for. Each system also reports its
+transcription-only time where it can be measured inside the process:
 
-- ours / ours ``--no-pack``: the real CLI entry point (``dattavani_asr.cli.main`` with
-  ``batch FOLDER --output-dir TMP -f txt --model M --beam-size B``); the wrapper loads the model first (the
+- ours ``--pack`` / ours ``--no-pack`` (each passed explicitly, whatever the CLI's default): the real CLI
+  entry point (``dattavani_asr.cli.main`` with ``batch FOLDER --output-dir TMP -f txt --model M --beam-size B``,
+  plus ``--language L`` when one language is selected); the wrapper loads the model first (the
   CLI's process-wide cache then reuses it), so ``batch-summary.json``'s ``wall_seconds`` is the run without
   the model load;
 - faster-whisper: one process, ``WhisperModel(..., compute_type="int8", cpu_threads=T)``, a loop of
@@ -63,7 +65,7 @@ from transcribe_bench import (
 SYSTEMS = ("ours", "ours-no-pack", "faster-whisper", "faster-whisper-batched", "openai-whisper")
 OURS = ("ours", "ours-no-pack")
 LABELS = {
-    "ours": "Dattavani ASR `batch` (packing)",
+    "ours": "Dattavani ASR `batch --pack`",
     "ours-no-pack": "Dattavani ASR `batch --no-pack`",
     "faster-whisper": "faster-whisper `WhisperModel` int8, loop",
     "faster-whisper-batched": f"faster-whisper `BatchedInferencePipeline` int8, batch {BATCH_SIZE}, loop",
@@ -91,7 +93,7 @@ LEGEND = (
     "time after the model is loaded (ours: batch-summary.json wall_seconds; faster-whisper: the loop); "
     "startup = wall - transcription; RTF = wall / audio; throughput = audio hours per wall hour; "
     "WER = corpus WER after normalisation; peak RSS = the child's ru_maxrss (max over processes for the CLI); "
-    "ours / this = ours' throughput over this system's (above 1 = ours faster)."
+    "ours … / this = that run of ours' throughput over this system's (above 1 = ours faster)."
 )
 
 
@@ -119,6 +121,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--manifest", type=Path, default=None, help="default: AUDIO/manifest.jsonl")
     parser.add_argument("--languages", default="en", help="comma-separated language codes")
     parser.add_argument("--copies", type=int, default=4, help="copies of each selected clip in the batch folder")
+    parser.add_argument(
+        "--adjacent-copies", action="store_true", help="name copies so that copies of one clip sort side by side"
+    )
     parser.add_argument("--model", default="tiny.en", help="registry name or CTranslate2 model dir")
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for the peers (and OMP/MKL vars)")
@@ -161,14 +166,20 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def make_folder(clips: list[Item], copies: int, folder: Path) -> list[BatchFile]:
-    """`copies` copies of each clip in `folder`, ordered copy by copy (so the first files are distinct clips)."""
+def make_folder(clips: list[Item], copies: int, folder: Path, adjacent: bool = False) -> list[BatchFile]:
+    """`copies` copies of each clip in `folder`, listed copy by copy (so the first files are distinct clips).
+
+    Names sort the same way (``c0_00_…``, ``c0_01_…``), so neighbours in the folder are different clips, as in a
+    real folder; with `adjacent` they sort clip by clip (``00_…_c0``, ``00_…_c1``), so packing puts identical
+    clips side by side.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     files = []
     for copy in range(copies):
         for index, clip in enumerate(clips):
             source = Path(clip.path)
-            name = f"{index:02d}_{source.stem}_c{copy}{source.suffix}"
+            name = f"c{copy}_{index:02d}_{source.stem}{source.suffix}"
+            name = f"{index:02d}_{source.stem}_c{copy}{source.suffix}" if adjacent else name
             link_or_copy(source, folder / name)
             files.append(BatchFile(name, str(folder / name), clip.id, clip.lang, clip.reference, clip.duration))
     return files
@@ -233,7 +244,7 @@ def ours_command(args: argparse.Namespace, folder: Path, out: Path, result: Path
     cli = ["batch", str(folder), "--output-dir", str(out), "-f", "txt", "--model", args.model]
     cli += ["--beam-size", str(args.beam_size)]
     cli += ["--language", args.language] if args.language else []
-    cli += [] if pack else ["--no-pack"]
+    cli += ["--pack"] if pack else ["--no-pack"]
     return [sys.executable, "-c", OURS_WRAPPER, str(result), args.model, *cli]
 
 
@@ -430,7 +441,7 @@ def files_cell(result: dict[str, Any]) -> str:
 
 def summary_table(results: list[dict[str, Any]]) -> list[str]:
     head = ["system", "files", "audio s", "wall s (process)", "transcription s", "startup s", "RTF"]
-    head += ["throughput (audio h/h)", "WER %", "peak RSS MB", "ours / this", "ours --no-pack / this"]
+    head += ["throughput (audio h/h)", "WER %", "peak RSS MB", "ours --pack / this", "ours --no-pack / this"]
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     by_name = {r["system"]: r for r in results if "throughput" in r}
     for r in results:
@@ -473,6 +484,10 @@ def setup_line(args: argparse.Namespace, clips: list[Item], files: list[BatchFil
     )
 
 
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def worse_files(results: list[dict[str, Any]], files: list[BatchFile], margin: float = 0.15) -> list[str]:
     """Files where a system's WER exceeds plain faster-whisper's by more than `margin`, with hypotheses."""
     by_name = {r["system"]: r for r in results if "throughput" in r}
@@ -491,8 +506,8 @@ def worse_files(results: list[dict[str, Any]], files: list[BatchFile], margin: f
         for file in bad[:3]:
             lines.append(f"  - {file.name}: {pct(r['file_wer'][file.name])} % vs {pct(base['file_wer'][file.name])} %")
             lines.append(f"    - reference: {file.reference}")
-            lines.append(f"    - {name}: {r['texts'][file.name]}")
-            lines.append(f"    - faster-whisper: {base['texts'][file.name]}")
+            lines.append(f"    - {name}: {one_line(r['texts'][file.name])}")
+            lines.append(f"    - faster-whisper: {one_line(base['texts'][file.name])}")
     return lines
 
 
@@ -552,7 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     clips = select_clips(args)
     with tempfile.TemporaryDirectory(prefix="dattavani-batch-bench-") as tmp:
         folder = Path(tmp) / "batch"
-        files = make_folder(clips, args.copies, folder)
+        files = make_folder(clips, args.copies, folder, args.adjacent_copies)
         args.language = single_language(files)
         warm_page_cache([Path(args.model_dir), folder])
         results = [score(r, files) if "wall_s" in r else r for r in measure(args, files, folder)]
