@@ -115,7 +115,7 @@ class _StallingSource(LocalSource):
 
     def open(self, item: SourceItem) -> IO[bytes]:
         if item.name.startswith("stall"):
-            time.sleep(4.0)
+            time.sleep(6.0)
             return io.BytesIO(b"")
         return super().open(item)
 
@@ -190,3 +190,13 @@ def test_packed_run_keeps_accuracy(tiny: Transcriber, archive: Path, tmp_path: P
     assert (summary.done, summary.failed) == (6, 0)
     assert _wer_of(out) < 0.15
     assert len(list(out.rglob("*.txt"))) == 6
+
+
+def test_local_sink_removes_temp_files_left_by_a_killed_run(tmp_path: Path) -> None:
+    item = SourceItem("/x/a/b.mp3", "b.mp3", PurePosixPath("a/b.mp3"), 1, "1")
+    stale = tmp_path / "a" / ".b.txt.k3j9x1.part"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("half a transcr")
+    written = LocalSink(tmp_path).write(item, "txt", "whole text\n")
+    assert Path(written).read_text() == "whole text\n"
+    assert sorted(p.name for p in stale.parent.iterdir()) == ["b.txt"]

@@ -90,8 +90,8 @@ class EnginePump:
     def run(self, inbox: queue.Queue[Message], jobs_total: int) -> None:
         finished = 0
         while finished < jobs_total:
-            finished += self._drain(inbox)
             finished += self._expire()
+            finished += self._drain(inbox)
             batch = self._take_batch()
             if batch:
                 finished += self._transcribe(batch)
@@ -118,18 +118,22 @@ class EnginePump:
         if job.done:
             return 0
         if message.error is not None:
-            job.error = message.error
+            job.error = self._timed_out(job) or message.error
             return self._close(job)
         job.windows_total = message.count
         return self._close(job) if job.complete else 0
 
+    def _timed_out(self, job: FileJob) -> FileTimeoutError | None:
+        if self.file_timeout is None or job.elapsed() <= self.file_timeout:
+            return None
+        return FileTimeoutError(f"{job.item.uri}: gave up after {self.file_timeout:g} s (--file-timeout)")
+
     def _expire(self) -> int:
-        if self.file_timeout is None:
-            return 0
         ended = 0
         for job in self.jobs:
-            if not job.done and job.elapsed() > self.file_timeout:
-                job.error = FileTimeoutError(f"{job.item.uri}: gave up after {self.file_timeout:g} s (--file-timeout)")
+            timeout = None if job.done else self._timed_out(job)
+            if timeout is not None:
+                job.error = timeout
                 ended += self._close(job)
         self.pending = [m for m in self.pending if not m.job.done]
         return ended

@@ -142,4 +142,8 @@ class LocalSink:
     def write(self, item: SourceItem, fmt: str, content: str) -> str:
         from ..writers import write_text_atomic
 
-        return str(write_text_atomic(content, self.path_for(item, fmt)))
+        target = self.path_for(item, fmt)
+        if target.parent.is_dir():  # temp files of a run that was killed mid-write
+            for stale in target.parent.glob(f".{target.name}.*.part"):
+                stale.unlink(missing_ok=True)
+        return str(write_text_atomic(content, target))
