@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import DattavaniError
 from ..options import TranscribeOptions
-from ..sources import Sink, Source, SourceItem, expand_all
+from ..sources import Sink, Source, expand_all
 from ..sources.local import LocalSink
 from ..transcriber import Transcriber, check_not_empty, segments_from_results
 from ..transcript import Timings, Transcript
@@ -179,7 +179,3 @@ class BatchRun:
     def _write_summary(self) -> None:
         path = state_directory(self.config) / SUMMARY_FILENAME
         write_text_atomic(json.dumps(self.summary.to_dict(), indent=2) + "\n", path)
-
-
-def describe(item: SourceItem) -> str:
-    return item.local_path.name if item.local_path else item.name

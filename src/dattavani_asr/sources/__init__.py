@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import InvalidOptionError
-from .base import Opener, Sink, Source, SourceItem
+from .base import Sink, Source, SourceItem
 from .local import MANIFEST_EXTENSIONS, LocalSink, LocalSource, manifest_entries
 
-__all__ = ["LocalSink", "LocalSource", "Opener", "Sink", "Source", "SourceItem", "expand_all", "source_for"]
+__all__ = ["LocalSink", "LocalSource", "Sink", "Source", "SourceItem", "expand_all", "source_for"]
 
 
 def _sources() -> list[Source]:

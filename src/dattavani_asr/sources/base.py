@@ -31,10 +31,6 @@ class SourceItem:
         return PurePosixPath(self.name).stem
 
 
-class Opener(Protocol):
-    def __call__(self, item: SourceItem) -> IO[bytes]: ...
-
-
 class Sink(Protocol):
     """Where one item's transcripts go. `write` must be atomic: all of `content` or nothing."""
 
