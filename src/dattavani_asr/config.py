@@ -29,7 +29,7 @@ ENV_PREFIX = "DATTAVANI_"
 OPTIONAL_TEXT_FIELDS = ("cache_dir", "language", "output_dir", "initial_prompt", "hotwords", "fallback_model")
 
 
-class _EnvSource(EnvSettingsSource):
+class CommaListEnvSource(EnvSettingsSource):
     """Reads `DATTAVANI_*`; list values may be a comma list (`txt,srt`) as well as JSON (`["txt"]`)."""
 
     def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
@@ -82,7 +82,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, _EnvSource(settings_cls))
+        return (init_settings, CommaListEnvSource(settings_cls))
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -113,3 +113,13 @@ def loaded_models() -> list[LoadedModel]:
 def unload_all() -> None:
     with _LOCK:
         _CACHE.clear()
+
+
+def unload_model(model: LoadedModel) -> bool:
+    """Drop `model` from the process cache (its memory is freed once no caller holds it)."""
+    with _LOCK:
+        for key, cached in list(_CACHE.items()):
+            if cached is model:
+                del _CACHE[key]
+                return True
+    return False

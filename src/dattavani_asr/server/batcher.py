@@ -1,0 +1,141 @@
+"""Cross-request dynamic batching: one thread per engine decodes windows from many callers at once.
+
+Callers submit speech windows with their decoding options and a priority; the batcher thread
+waits at most `max_wait` for a batch to fill, then decodes up to `max_batch` windows that share
+options (same model, task, language, beam...), most urgent priority first, oldest first.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from ..engine import AudioWindow, WindowResult
+from ..options import DecodingOptions
+
+log = logging.getLogger(__name__)
+BatchObserver = Callable[[int, float], None]
+
+
+class Priority(IntEnum):
+    """Lower runs first: interactive requests go ahead of background jobs."""
+
+    INTERACTIVE = 0
+    STREAM = 0
+    JOB = 1
+
+
+@dataclass(order=True)
+class _Item:
+    priority: int
+    sequence: int
+    window: AudioWindow = field(compare=False)
+    options: DecodingOptions = field(compare=False)
+    future: Future[WindowResult] = field(compare=False)
+
+
+class BatcherStopped(RuntimeError):
+    """The batcher was stopped (model unloaded or server shutting down) before the window ran."""
+
+
+class DynamicBatcher:
+    """Batches windows of concurrent callers onto one WhisperEngine."""
+
+    def __init__(self, engine: Any, max_batch: int = 8, max_wait: float = 0.015, observer: BatchObserver | None = None):
+        self.engine = engine
+        self.max_batch = max_batch
+        self.max_wait = max_wait
+        self.observer = observer
+        self._pending: list[_Item] = []
+        self._condition = threading.Condition()
+        self._sequence = itertools.count()
+        self._stopped = False
+        self.busy = False
+        self._thread = threading.Thread(target=self._run, name=f"batcher-{engine.name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        """Windows waiting to be decoded."""
+        return len(self._pending)
+
+    def submit(self, windows: list[AudioWindow], options: DecodingOptions, priority: int) -> list[Future[WindowResult]]:
+        futures: list[Future[WindowResult]] = []
+        with self._condition:
+            if self._stopped:
+                raise BatcherStopped(f"model {self.engine.name} is not serving")
+            for window in windows:
+                future: Future[WindowResult] = Future()
+                self._pending.append(_Item(priority, next(self._sequence), window, options, future))
+                futures.append(future)
+            self._condition.notify()
+        return futures
+
+    def stop(self) -> None:
+        with self._condition:
+            self._stopped = True
+            for item in self._pending:
+                item.future.set_exception(BatcherStopped(f"model {self.engine.name} stopped"))
+            self._pending.clear()
+            self._condition.notify_all()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            self._decode(batch)
+
+    def _next_batch(self) -> list[_Item] | None:
+        with self._condition:
+            while not self._stopped and not self._pending:
+                self._condition.wait()
+            deadline = time.monotonic() + self.max_wait
+            while not self._stopped and len(self._pending) < self.max_batch:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._condition.wait(remaining)
+            if self._stopped:
+                return None
+            return self._take()
+
+    def _take(self) -> list[_Item]:
+        """The most urgent item and up to max_batch-1 others with the same options (by urgency)."""
+        self._pending = [item for item in self._pending if not item.future.cancelled()]
+        if not self._pending:
+            return []
+        self._pending.sort()
+        options = self._pending[0].options
+        batch = [item for item in self._pending if item.options == options][: self.max_batch]
+        chosen = {id(item) for item in batch}
+        self._pending = [item for item in self._pending if id(item) not in chosen]
+        return [item for item in batch if item.future.set_running_or_notify_cancel()]
+
+    def _decode(self, batch: list[_Item]) -> None:
+        if not batch:
+            return
+        options = batch[0].options
+        started = time.perf_counter()
+        self.busy = True
+        try:
+            results, _, _ = self.engine.transcribe_batch([item.window for item in batch], options, options.language)
+        except Exception as exc:  # handed to every caller of this batch
+            log.warning("batch of %d windows failed: %s", len(batch), exc)
+            for item in batch:
+                item.future.set_exception(exc)
+            return
+        finally:
+            self.busy = False
+        for item, result in zip(batch, results):
+            item.future.set_result(result)
+        if self.observer is not None:
+            self.observer(len(batch), time.perf_counter() - started)

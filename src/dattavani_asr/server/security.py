@@ -1,0 +1,140 @@
+"""API keys, per-key rate limits, the upload size limit, and the URL-job target guard."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import socket
+import threading
+import time
+from urllib.parse import urlsplit
+
+from fastapi import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import APIError, api_error_response
+from .settings import ServerSettings
+
+PUBLIC_PATHS = ("/health",)
+
+
+class BodyTooLargeError(APIError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body exceeds the {limit / 1048576:g} MB limit", code="payload_too_large")
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over the limit: at once from Content-Length, or as soon as the stream passes it."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await api_error_response(BodyTooLargeError(self.limit))(scope, receive, send)
+            return
+        state = {"received": 0, "exceeded": False, "replaced": False}
+
+        async def counting_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > self.limit:
+                    state["exceeded"] = True
+                    raise BodyTooLargeError(self.limit)
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            # FastAPI turns errors while parsing a form into a 400; the caller must see the 413.
+            if state["exceeded"] and message["type"] == "http.response.start":
+                state["replaced"] = True
+                await api_error_response(BodyTooLargeError(self.limit))(scope, receive, send)
+            elif not state["replaced"]:
+                await send(message)
+
+        await self.app(scope, counting_receive, guarded_send)
+
+
+def bearer_key(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.query_params.get("api_key")
+
+
+class Authenticator:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.keys = [key.encode() for key in settings.api_keys]
+        self.limiter = RateLimiter(settings.rate_limit_per_minute)
+
+    def __call__(self, request: Request) -> str:
+        """The caller's identity (its key, or its address when no keys are configured)."""
+        key = bearer_key(request)
+        if self.keys:
+            if key is None:
+                raise APIError(401, "missing API key: send Authorization: Bearer <key>", code="missing_api_key")
+            if not any(hmac.compare_digest(key.encode(), known) for known in self.keys):
+                raise APIError(401, "incorrect API key", code="invalid_api_key")
+            identity = key
+        else:
+            identity = request.client.host if request.client else "-"
+        self.limiter.check(identity)
+        return identity
+
+
+class RateLimiter:
+    """A token bucket per caller: `per_minute` requests per minute, bursts up to the same number."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, identity: str) -> None:
+        if self.per_minute <= 0:
+            return
+        rate = self.per_minute / 60.0
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(identity, (float(self.per_minute), now))
+            tokens = min(float(self.per_minute), tokens + (now - last) * rate)
+            if tokens < 1.0:
+                self._buckets[identity] = (tokens, now)
+                wait = max(1, round((1.0 - tokens) / rate))
+                raise APIError(
+                    429,
+                    f"rate limit of {self.per_minute} requests per minute reached",
+                    code="rate_limit_exceeded",
+                    headers={"Retry-After": str(wait)},
+                )
+            self._buckets[identity] = (tokens - 1.0, now)
+
+
+def check_url_target(url: str, allow_private: bool) -> None:
+    """Refuse non-HTTP URLs, and (unless allowed) hosts that resolve to loopback/private/link-local."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise APIError(400, "url must be an http(s) URL with a host", code="invalid_url", param="url")
+    if allow_private:
+        return
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
+    except socket.gaierror as exc:
+        raise APIError(
+            400, f"cannot resolve {parts.hostname}: {exc.strerror}", code="invalid_url", param="url"
+        ) from exc
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global or address.is_multicast:
+            raise APIError(
+                400,
+                f"url host {parts.hostname} resolves to a non-public address ({address}); refused",
+                code="forbidden_url",
+                param="url",
+            )
