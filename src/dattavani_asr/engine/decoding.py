@@ -15,6 +15,7 @@ from .loader import LoadedModel
 from .windows import AudioWindow, Decoded
 
 WINDOW_SAMPLES = 30 * SAMPLE_RATE
+TRIM_MARGIN_SECONDS = 5.0
 MAX_TEXT_TOKENS = 448
 TIME_PRECISION = 0.02
 
@@ -42,6 +43,13 @@ def window_features(model: LoadedModel, windows: Sequence[AudioWindow]) -> np.nd
         batch[row, :, : mel.shape[1]] = mel
         batch[row, :, mel.shape[1] :] = mel.max() - 2.0
     return batch
+
+
+def trimmed(features: np.ndarray, windows: Sequence[AudioWindow]) -> np.ndarray:
+    """Features cut to the longest window plus a margin (even frame count, at most 30 s)."""
+    longest = max(window.duration for window in windows)
+    frames = min(features.shape[2], 2 * math.ceil((longest + TRIM_MARGIN_SECONDS) * 50))
+    return np.ascontiguousarray(features[:, :, :frames])
 
 
 def encode(model: LoadedModel, features: np.ndarray) -> Any:

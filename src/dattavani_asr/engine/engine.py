@@ -10,7 +10,15 @@ from ..audio import SAMPLE_RATE
 from ..errors import InvalidOptionError
 from ..options import TASKS, DecodingOptions
 from .alignment import add_word_timestamps
-from .decoding import build_prompt, confidence, decode_with_fallback, encode, is_silence, window_features
+from .decoding import (
+    build_prompt,
+    confidence,
+    decode_with_fallback,
+    encode,
+    is_silence,
+    trimmed,
+    window_features,
+)
 from .loader import LoadedModel
 from .segments import split_segments
 from .windows import AudioWindow, RawSegment, WindowResult
@@ -118,6 +126,8 @@ class WhisperEngine:
         self, windows: list[AudioWindow], options: DecodingOptions, language: str | None
     ) -> tuple[list[WindowResult], str, float]:
         features = window_features(self.model, windows)
+        if options.trim_encoder:
+            features = trimmed(features, windows)
         encoded = encode(self.model, features)
         probability = 1.0
         language = language or options.language

@@ -39,6 +39,7 @@ class TranscriptionRequest:
     word_timestamps: bool = False
     beam_size: int = 5
     vad: bool = True
+    trim_encoder: bool = False
 
     def decoding(self) -> DecodingOptions:
         options = DecodingOptions(
@@ -47,6 +48,7 @@ class TranscriptionRequest:
             beam_size=self.beam_size,
             initial_prompt=self.prompt or None,
             word_timestamps=self.word_timestamps,
+            trim_encoder=self.trim_encoder,
         )
         if self.temperature > 0:
             options = replace(options, temperatures=(self.temperature,))

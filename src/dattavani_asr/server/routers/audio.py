@@ -75,6 +75,7 @@ def _parse(
         temperature=temperature,
         word_timestamps=words,
         beam_size=state.settings.beam_size,
+        trim_encoder=state.settings.trim_encoder,
     )
     return AudioCall(request, response_format, granularities, "logprobs" in include, stream)
 
