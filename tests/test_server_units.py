@@ -1,0 +1,146 @@
+"""Scheduler, model manager and guard behaviour of the service, on the real tiny.en/base engines."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from dattavani_asr.audio import decode_audio
+from dattavani_asr.engine import AudioWindow
+from dattavani_asr.options import DecodingOptions
+from dattavani_asr.server.batcher import DynamicBatcher, Priority
+from dattavani_asr.server.errors import APIError
+from dattavani_asr.server.model_manager import ModelManager, ModelNotFoundError
+from dattavani_asr.server.security import RateLimiter, check_url_target
+from dattavani_asr.server.settings import ServerSettings, load_server_settings
+
+from conftest import DATA, JFK, JFK_PHRASE
+
+ENGLISH = DecodingOptions(language="en")
+
+
+class RecordingEngine:
+    """Wraps the real engine and records the windows of each batch it decodes."""
+
+    def __init__(self, engine: object) -> None:
+        self.engine = engine
+        self.name = "recording"
+        self.batches: list[list[float]] = []
+        self.gate = threading.Event()
+
+    def transcribe_batch(self, windows: list[AudioWindow], options: DecodingOptions, language: str | None) -> object:
+        self.gate.wait(30)
+        self.batches.append([window.offset for window in windows])
+        return self.engine.transcribe_batch(windows, options, language)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def manager(tmp_path_factory: pytest.TempPathFactory) -> ModelManager:
+    settings = ServerSettings(data_dir=tmp_path_factory.mktemp("units"), max_loaded_models=1)  # type: ignore[call-arg]
+    return ModelManager(settings)
+
+
+def test_interactive_windows_run_before_job_windows(manager: ModelManager) -> None:
+    with manager.use("tiny.en") as entry:
+        recording = RecordingEngine(entry.engine)
+        batcher = DynamicBatcher(recording, max_batch=2, max_wait=0.0)
+        audio = decode_audio(JFK)
+        blocker = batcher.submit([AudioWindow(99.0, audio)], ENGLISH, Priority.JOB)  # holds the engine
+        time.sleep(0.1)
+        jobs = batcher.submit([AudioWindow(float(i), audio) for i in range(1, 4)], ENGLISH, Priority.JOB)
+        interactive = batcher.submit([AudioWindow(10.0, audio)], ENGLISH, Priority.INTERACTIVE)
+        recording.gate.set()
+        results = [future.result(60) for future in [*blocker, *jobs, *interactive]]
+        batcher.stop()
+    assert recording.batches[0] == [99.0]
+    assert recording.batches[1][0] == 10.0  # the interactive window jumped the queue of job windows
+    assert all(JFK_PHRASE in result.decoded.text.lower().replace(",", "") for result in results)
+
+
+def test_windows_with_different_options_never_share_a_batch(manager: ModelManager) -> None:
+    with manager.use("tiny.en") as entry:
+        recording = RecordingEngine(entry.engine)
+        recording.gate.set()
+        batcher = DynamicBatcher(recording, max_batch=8, max_wait=0.2)
+        audio = decode_audio(JFK)
+        greedy = DecodingOptions(language="en", beam_size=1)
+        futures = batcher.submit([AudioWindow(1.0, audio)], ENGLISH, 0) + batcher.submit(
+            [AudioWindow(2.0, audio)], greedy, 0
+        )
+        for future in futures:
+            future.result(60)
+        batcher.stop()
+    assert sorted(recording.batches) == [[1.0], [2.0]]
+
+
+def test_stopped_batcher_fails_pending_and_new_work(manager: ModelManager) -> None:
+    with manager.use("tiny.en") as entry:
+        batcher = DynamicBatcher(entry.engine)
+    batcher.stop()
+    with pytest.raises(RuntimeError, match="not serving"):
+        batcher.submit([AudioWindow(0.0, decode_audio(JFK))], ENGLISH, 0)
+
+
+@pytest.mark.base
+def test_model_manager_caps_loaded_models_and_unloads_idle(manager: ModelManager) -> None:
+    with manager.use("tiny.en"):
+        pass
+    assert list(manager.loaded()) == ["tiny.en"]
+    with manager.use("whisper-1") as entry:
+        assert entry.name == "tiny.en"
+    with manager.use("base"):
+        pass
+    assert list(manager.loaded()) == ["base"]  # max_loaded_models=1 evicted the idle tiny.en
+    assert manager.unload_idle(now=time.monotonic() + 10_000) == ["base"]
+    assert manager.loaded() == {}
+    with pytest.raises(ModelNotFoundError):
+        manager.canonical("/etc")  # a path is never loaded on a client's say-so
+
+
+def test_url_guard_refuses_private_targets() -> None:
+    for url in ("http://127.0.0.1/x.wav", "http://localhost:8000/a", "http://10.1.2.3/a", "http://169.254.169.254/"):
+        with pytest.raises(APIError, match="non-public"):
+            check_url_target(url, allow_private=False)
+    with pytest.raises(APIError, match="http"):
+        check_url_target("file:///etc/passwd", allow_private=True)
+    check_url_target("http://127.0.0.1/x.wav", allow_private=True)
+
+
+def test_rate_limiter_refills() -> None:
+    limiter = RateLimiter(per_minute=120)  # two per second
+    for _ in range(120):
+        limiter.check("k")
+    with pytest.raises(APIError) as refused:
+        limiter.check("k")
+    assert refused.value.status == 429
+    time.sleep(0.6)
+    limiter.check("k")
+    limiter.check("other")
+
+
+def test_settings_from_environment_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text('[server]\nport = 9001\napi_keys = ["a"]\nmax_batch_size = 4\n')
+    monkeypatch.setenv("DATTAVANI_SERVER_API_KEYS", "k1,k2")
+    settings = load_server_settings(config, max_batch_size=6)
+    assert (settings.port, settings.api_keys, settings.max_batch_size) == (9001, ["k1", "k2"], 6)
+    monkeypatch.setenv("DATTAVANI_SERVER_PORT", "not-a-port")
+    with pytest.raises(Exception, match="port"):
+        load_server_settings()
+
+
+def test_fleurs_clip_through_service(manager: ModelManager) -> None:
+    from dattavani_asr.server.service import TranscriptionRequest, TranscriptionService
+
+    seen: list[float] = []
+    transcript = TranscriptionService(manager).transcribe(
+        DATA / "fleurs" / "fleurs-en-000.ogg",
+        TranscriptionRequest(trim_encoder=True),
+        progress=seen.append,
+        duration=10.56,
+    )
+    assert "communication" in transcript.text and transcript.duration == pytest.approx(10.56, abs=0.1)
+    assert seen and seen[-1] > 0.8
