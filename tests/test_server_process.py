@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -32,7 +32,7 @@ def free_port() -> int:
 class Collector(BaseHTTPRequestHandler):
     """An OTLP/HTTP endpoint that only counts what arrives."""
 
-    received: list[tuple[str, int]] = []
+    received: ClassVar[list[tuple[str, int]]] = []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import DATA, JFK, JFK_PHRASE
 from dattavani_asr.audio import decode_audio
 from dattavani_asr.engine import AudioWindow
 from dattavani_asr.options import DecodingOptions
@@ -16,8 +17,6 @@ from dattavani_asr.server.errors import APIError
 from dattavani_asr.server.model_manager import ModelManager, ModelNotFoundError
 from dattavani_asr.server.security import RateLimiter, check_url_target
 from dattavani_asr.server.settings import ServerSettings, load_server_settings
-
-from conftest import DATA, JFK, JFK_PHRASE
 
 ENGLISH = DecodingOptions(language="en")
 
