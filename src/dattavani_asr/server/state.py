@@ -29,16 +29,22 @@ class Admission:
         self.active = 0
         self._lock = threading.Lock()
 
-    def __enter__(self) -> Admission:
+    def acquire(self) -> None:
         with self._lock:
             if self.active >= self.limit:
                 raise busy(2.0, "transcription queue")
             self.active += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self.active -= 1
+
+    def __enter__(self) -> Admission:
+        self.acquire()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self.active -= 1
+        self.release()
 
 
 @dataclass

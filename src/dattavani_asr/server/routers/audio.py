@@ -130,25 +130,43 @@ async def _stream_events(state: ServerState, upload: UploadFile, call: AudioCall
             first = False
         transcript = work.result()
         yield _sse({"type": "transcript.text.done", "text": transcript.text})
-    except (DattavaniError, APIError) as exc:
-        error = exc if isinstance(exc, APIError) else from_core(exc)
-        yield _sse({"type": "error", "error": {"message": error.message, "type": error.type, "code": error.code}})
+    except Exception as exc:  # the status line is sent: errors travel as an event
+        yield _sse(_error_event(exc))
     finally:
         cancel.set()
+        state.admission.release()
         await upload.close()
 
 
+def _error_event(exc: Exception) -> dict[str, Any]:
+    if isinstance(exc, APIError):
+        error = exc
+    elif isinstance(exc, DattavaniError):
+        error = from_core(exc)
+    else:
+        error = APIError(500, "transcription failed", code="internal_error")
+    return {"type": "error", "error": {"message": error.message, "type": error.type, "code": error.code}}
+
+
 async def _answer(state: ServerState, upload: UploadFile, call: AudioCall) -> Response:
+    if call.stream:
+        return await _streaming(state, upload, call)
     with state.admission:
-        if call.stream:
-            return await _streaming(state, upload, call)
         transcript = await _transcribe(state, upload, call)
     return openai_response(transcript, call.response_format, call.granularities, call.include_logprobs)
 
 
 async def _streaming(state: ServerState, upload: UploadFile, call: AudioCall) -> Response:
-    """Validate the audio before answering 200, so a bad file still gets its status code."""
-    await state.run(_probe, upload)
+    """Validate the audio before answering 200, so a bad file still gets its status code.
+
+    The admission slot is held until the event stream ends (released by `_stream_events`).
+    """
+    state.admission.acquire()
+    try:
+        await state.run(_probe, upload)
+    except BaseException:
+        state.admission.release()
+        raise
     return StreamingResponse(_stream_events(state, upload, call), media_type="text/event-stream")
 
 
