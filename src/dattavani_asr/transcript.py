@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -28,6 +28,16 @@ class Segment:
     tokens: tuple[int, ...] = ()
     words: tuple[Word, ...] = ()
     model: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Segment:
+        """The inverse of the segment entries of `Transcript.to_dict()`."""
+        values = {name: data[name] for name in _field_names(cls) if name in data}
+        values["tokens"] = tuple(int(token) for token in data.get("tokens", ()))
+        values["words"] = tuple(
+            Word(**{name: word[name] for name in _field_names(Word)}) for word in data.get("words", ())
+        )
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,15 @@ class Transcript:
     def speech_duration(self) -> float:
         return sum(s.end - s.start for s in self.segments)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Transcript:
+        """Rebuild a transcript from `to_dict()` output (its derived `text` is ignored)."""
+        values = {name: data[name] for name in _field_names(cls) if name in data}
+        values["segments"] = tuple(Segment.from_dict(segment) for segment in data.get("segments", ()))
+        timings = data.get("timings") or {}
+        values["timings"] = Timings(**{name: timings[name] for name in _field_names(Timings) if name in timings})
+        return cls(**values)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["text"] = self.text
@@ -70,3 +89,7 @@ class Transcript:
             segment["tokens"] = list(segment["tokens"])
             segment["words"] = list(segment["words"])
         return data
+
+
+def _field_names(cls: type) -> list[str]:
+    return [item.name for item in fields(cls)]
