@@ -82,7 +82,8 @@ class DynamicBatcher:
         with self._condition:
             self._stopped = True
             for item in self._pending:
-                item.future.set_exception(BatcherStopped(f"model {self.engine.name} stopped"))
+                if not item.future.done():  # a caller that went away cancelled its futures
+                    item.future.set_exception(BatcherStopped(f"model {self.engine.name} stopped"))
             self._pending.clear()
             self._condition.notify_all()
         self._thread.join(timeout=30)
