@@ -203,7 +203,7 @@ class ClipMaker:
         else:
             for index, piece in enumerate(pieces(audio, args.clip_seconds, args.min_seconds)):
                 start = index * args.clip_seconds
-                self.add(f"{recording.id}_{int(start)}s", piece, None, f"{recording.id} from {start:g} s")
+                self.add(f"{Path(recording.id).stem}_{int(start)}s", piece, None, f"{recording.id} from {start:g} s")
 
     def join(self, recording: Recording, audio: np.ndarray) -> None:
         """Collect short recordings (with and without references apart) until they reach --min-seconds."""
