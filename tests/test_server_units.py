@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import DATA, JFK, JFK_PHRASE
@@ -143,3 +144,21 @@ def test_fleurs_clip_through_service(manager: ModelManager) -> None:
     )
     assert "communication" in transcript.text and transcript.duration == pytest.approx(10.56, abs=0.1)
     assert seen and seen[-1] > 0.8
+
+
+def test_trimmed_window_text_does_not_depend_on_batch_partners(manager: ModelManager) -> None:
+    trim = DecodingOptions(language="en", trim_encoder=True)
+    clip = decode_audio(DATA / "fleurs" / "fleurs-en-001.ogg")
+    longer = decode_audio(DATA / "fleurs" / "fleurs-en-002.ogg")
+    with manager.use("tiny.en") as entry:
+        recording = RecordingEngine(entry.engine)
+        recording.gate.set()
+        batcher = DynamicBatcher(recording, max_batch=8, max_wait=0.3)
+        [alone] = batcher.submit([AudioWindow(0.0, clip)], trim, 0)
+        alone_text = alone.result(60).decoded.text
+        futures = batcher.submit([AudioWindow(0.0, clip), AudioWindow(1.0, np.concatenate([longer, longer]))], trim, 0)
+        together_text = futures[0].result(60).decoded.text
+        futures[1].result(60)
+        batcher.stop()
+    assert together_text == alone_text
+    assert [0.0] in recording.batches and [1.0] in recording.batches  # different contexts, different batches

@@ -16,6 +16,7 @@ from .windows import AudioWindow, Decoded
 
 WINDOW_SAMPLES = 30 * SAMPLE_RATE
 TRIM_MARGIN_SECONDS = 5.0
+TRIM_BUCKET_SECONDS = 2.5
 MAX_TEXT_TOKENS = 448
 TIME_PRECISION = 0.02
 
@@ -45,11 +46,20 @@ def window_features(model: LoadedModel, windows: Sequence[AudioWindow]) -> np.nd
     return batch
 
 
+def encoder_seconds(window: AudioWindow) -> float:
+    """Encoder context of a trimmed window: its audio plus a margin, rounded up to a bucket.
+
+    Buckets make the context (and so the transcript) of a window independent of which other
+    windows share its batch, as long as batches are formed per bucket (the server's batcher does).
+    """
+    needed = window.duration + TRIM_MARGIN_SECONDS
+    return min(30.0, math.ceil(needed / TRIM_BUCKET_SECONDS) * TRIM_BUCKET_SECONDS)
+
+
 def trimmed(features: np.ndarray, windows: Sequence[AudioWindow]) -> np.ndarray:
-    """Features cut to the longest window plus a margin (even frame count, at most 30 s)."""
-    longest = max(window.duration for window in windows)
-    frames = min(features.shape[2], 2 * math.ceil((longest + TRIM_MARGIN_SECONDS) * 50))
-    return np.ascontiguousarray(features[:, :, :frames])
+    """Features cut to the largest encoder context in the batch (at most 30 s)."""
+    frames = round(max(encoder_seconds(window) for window in windows) * 100)
+    return np.ascontiguousarray(features[:, :, : min(features.shape[2], frames)])
 
 
 def encode(model: LoadedModel, features: np.ndarray) -> Any:

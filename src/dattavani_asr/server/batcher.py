@@ -18,6 +18,7 @@ from enum import IntEnum
 from typing import Any
 
 from ..engine import AudioWindow, WindowResult
+from ..engine.decoding import encoder_seconds
 from ..options import DecodingOptions
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,11 @@ class _Item:
     window: AudioWindow = field(compare=False)
     options: DecodingOptions = field(compare=False)
     future: Future[WindowResult] = field(compare=False)
+
+
+def _batch_key(item: _Item) -> tuple[DecodingOptions, float]:
+    """Windows share a batch only with the same options (and encoder context, when trimmed)."""
+    return item.options, encoder_seconds(item.window) if item.options.trim_encoder else 30.0
 
 
 class BatcherStopped(RuntimeError):
@@ -115,8 +121,8 @@ class DynamicBatcher:
         if not self._pending:
             return []
         self._pending.sort()
-        options = self._pending[0].options
-        batch = [item for item in self._pending if item.options == options][: self.max_batch]
+        key = _batch_key(self._pending[0])
+        batch = [item for item in self._pending if _batch_key(item) == key][: self.max_batch]
         chosen = {id(item) for item in batch}
         self._pending = [item for item in self._pending if id(item) not in chosen]
         return [item for item in batch if item.future.set_running_or_notify_cancel()]

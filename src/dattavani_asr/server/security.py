@@ -9,7 +9,7 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-from fastapi import Request
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import APIError, api_error_response
@@ -60,7 +60,7 @@ class BodyLimitMiddleware:
         await self.app(scope, counting_receive, guarded_send)
 
 
-def bearer_key(request: Request) -> str | None:
+def bearer_key(request: HTTPConnection) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
@@ -73,7 +73,7 @@ class Authenticator:
         self.keys = [key.encode() for key in settings.api_keys]
         self.limiter = RateLimiter(settings.rate_limit_per_minute)
 
-    def __call__(self, request: Request) -> str:
+    def __call__(self, request: HTTPConnection) -> str:
         """The caller's identity (its key, or its address when no keys are configured)."""
         key = bearer_key(request)
         if self.keys:

@@ -39,7 +39,7 @@ class ServerSettings(BaseSettings):
     max_batch_size: int = Field(8, ge=1, le=64, description="speech windows per engine call")
     max_batch_wait_ms: float = Field(15.0, ge=0, description="how long a batch waits for more windows")
     max_pending_requests: int = Field(16, ge=1, description="synchronous requests in flight before 429")
-    request_workers: int = Field(8, ge=1, description="threads decoding audio of synchronous requests")
+    request_workers: int = Field(16, ge=1, description="threads decoding audio of synchronous requests")
     job_workers: int = Field(1, ge=1, description="jobs transcribed at the same time")
     max_queued_jobs: int = Field(1000, ge=1)
     max_upload_mb: float = Field(200.0, gt=0)

@@ -1,0 +1,180 @@
+"""`ws /v1/stream`: live transcription (protocol in docs/streaming.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from ...errors import DattavaniError, InvalidOptionError
+from ...options import DecodingOptions
+from ..errors import APIError, from_core
+from ..state import ServerState
+from ..streaming import Event, PcmDecoder, StreamSession
+
+router = APIRouter(tags=["streaming"])
+POLICY_VIOLATION = 1008
+UNSUPPORTED_DATA = 1003
+
+
+@dataclass
+class _Inbox:
+    """Audio received but not yet given to the session (the session is busy in a worker thread)."""
+
+    chunks: list[np.ndarray] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    ended: bool = False
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def put(self, audio: np.ndarray) -> None:
+        with self.lock:
+            self.chunks.append(audio)
+        self.changed.set()
+
+    def drain_into(self, session: StreamSession) -> int:
+        with self.lock:
+            chunks, self.chunks = self.chunks, []
+        for chunk in chunks:
+            session.feed(chunk)
+        return len(chunks)
+
+
+def _decoding(state: ServerState, params: dict[str, str], multilingual: bool) -> DecodingOptions:
+    language = params.get("language") or (None if multilingual else "en")
+    if multilingual and language is None:
+        language = "en"  # detection per utterance is unreliable on 1-s snippets; clients should say
+    return DecodingOptions(task=params.get("task", "transcribe"), language=language, beam_size=state.settings.beam_size)
+
+
+async def _refuse(websocket: WebSocket, error: APIError, close_code: int) -> None:
+    await websocket.send_json({"type": "error", "code": error.code or "error", "message": error.message})
+    await websocket.close(code=close_code)
+
+
+def _open(state: ServerState, params: dict[str, str], stack: contextlib.ExitStack) -> tuple[StreamSession, PcmDecoder]:
+    """Blocking: validate parameters, load the model (held until the session ends), make the session."""
+    decoder = PcmDecoder(params.get("encoding", "pcm_s16le"), _rate(params.get("sample_rate", "16000")))
+    entry = stack.enter_context(state.models.use(params.get("model") or ""))
+    decoding = _decoding(state, params, entry.engine.model.multilingual)
+    entry.engine.check_options(decoding)
+    return StreamSession(entry.batcher, decoding), decoder
+
+
+def _rate(value: str) -> int:
+    if not value.isdigit():
+        raise InvalidOptionError("sample_rate must be an integer number of Hz")
+    return int(value)
+
+
+@router.websocket("/v1/stream")
+async def stream(websocket: WebSocket) -> None:
+    state: ServerState = websocket.app.state.server
+    await websocket.accept()
+    try:
+        state.auth(websocket)
+    except APIError as exc:
+        await _refuse(websocket, exc, POLICY_VIOLATION)
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            session, decoder = await state.run(_open, state, dict(websocket.query_params), stack)
+        except DattavaniError as exc:
+            await _refuse(websocket, from_core(exc), UNSUPPORTED_DATA)
+            return
+        ready = {"type": "ready", "session_id": session.session_id, "model": session.batcher.engine.name}
+        await websocket.send_json(ready | {"language": session.decoding.language, "sample_rate": decoder.sample_rate})
+        await _serve(state, websocket, session, decoder)
+
+
+async def _serve(state: ServerState, websocket: WebSocket, session: StreamSession, decoder: PcmDecoder) -> None:
+    inbox = _Inbox()
+    worker = asyncio.ensure_future(_process(state, websocket, session, inbox))
+    try:
+        await _receive(websocket, session, decoder, inbox)
+        inbox.ended = True
+        inbox.changed.set()
+        await worker
+        await websocket.close()
+    except WebSocketDisconnect:
+        pass
+    finally:
+        worker.cancel()
+
+
+async def _receive(websocket: WebSocket, session: StreamSession, decoder: PcmDecoder, inbox: _Inbox) -> None:
+    """Read frames until the client's `end`; bad frames get an error event and are skipped."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        if message.get("bytes") is not None:
+            try:
+                inbox.put(decoder.decode(message["bytes"]))
+            except InvalidOptionError as exc:
+                await websocket.send_json({"type": "error", "code": "bad_frame", "message": str(exc)})
+            continue
+        if _control(message.get("text") or "", session, websocket) == "end":
+            return
+        await _flush_errors(websocket, session)
+
+
+def _control(text: str, session: StreamSession, websocket: WebSocket) -> str | None:
+    try:
+        command: Any = json.loads(text)
+        kind = command.get("type") if isinstance(command, dict) else None
+    except ValueError:
+        kind = None
+    if kind == "end":
+        return "end"
+    if kind == "config":
+        try:
+            session.set_options(language=command.get("language"), task=command.get("task"))
+        except DattavaniError as exc:
+            session.pending_errors.append({"type": "error", "code": "bad_config", "message": str(exc)})
+        return "config"
+    session.pending_errors.append({"type": "error", "code": "bad_message", "message": f"unknown message: {text[:80]}"})
+    return None
+
+
+async def _flush_errors(websocket: WebSocket, session: StreamSession) -> None:
+    while session.pending_errors:
+        await websocket.send_json(session.pending_errors.pop(0))
+
+
+async def _process(state: ServerState, websocket: WebSocket, session: StreamSession, inbox: _Inbox) -> None:
+    """Run the session every check interval while audio arrives; finish after `end`."""
+    interval = session.policy.check_interval
+    while not inbox.ended:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(inbox.changed.wait(), timeout=interval)
+        inbox.changed.clear()
+        if inbox.ended:
+            break
+        lagging = session.lagging
+        events = await state.run(_update, session, inbox)
+        await _send(websocket, events)
+        if session.lagging != lagging:
+            lag = {"type": "lag", "behind": _behind(session), "step": round(session.step, 2)}
+            await _send(websocket, [lag | {"audio_received": session.audio_received}])
+        await asyncio.sleep(max(0.0, interval - 0.02))
+    inbox.drain_into(session)
+    await _send(websocket, await state.run(session.finish))
+
+
+def _update(session: StreamSession, inbox: _Inbox) -> list[Event]:
+    return session.update() if inbox.drain_into(session) else []
+
+
+def _behind(session: StreamSession) -> float:
+    return round(max(0.0, session.audio_received - session.last_update_audio), 2)
+
+
+async def _send(websocket: WebSocket, events: list[Event]) -> None:
+    for event in events:
+        await websocket.send_json(event)

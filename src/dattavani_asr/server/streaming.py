@@ -1,0 +1,309 @@
+"""One live transcription session: PCM in, partial and final events out (see docs/streaming.md).
+
+The session keeps only the audio of the utterance being spoken. Silero VAD decides where
+utterances end; an ended utterance becomes a `final` (never revised). While speech goes on the
+buffer is decoded every step for a `partial`; when an utterance runs long, the words two
+consecutive hypotheses agree on (LocalAgreement-2) and that end well before the newest audio are
+committed as a `final` and their audio dropped, so each update costs the same however long the
+stream runs. Every decode goes through the model's shared DynamicBatcher.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from ..audio import SAMPLE_RATE
+from ..engine import AudioWindow, WindowResult
+from ..errors import InvalidOptionError
+from ..options import DecodingOptions, VadOptions
+from ..transcript import Word
+from ..vad import speech_spans
+from .batcher import DynamicBatcher, Priority
+
+Event = dict[str, Any]
+ENCODINGS: dict[str, np.dtype[Any]] = {"pcm_s16le": np.dtype("<i2"), "pcm_f32le": np.dtype("<f4")}
+
+
+@dataclass(frozen=True)
+class StreamPolicy:
+    """Timing of a session, in seconds."""
+
+    check_interval: float = 0.1  # how often VAD looks for an utterance end
+    step: float = 0.5  # new audio between partial decodes
+    max_step: float = 3.0  # the step grows up to this when compute falls behind
+    end_silence: float = 0.25  # silence after speech that ends an utterance
+    max_utterance: float = 10.0  # beyond this, stable words are committed without a pause
+    commit_margin: float = 1.0  # committed words end at least this long before the newest audio
+    lead: float = 0.3  # audio kept before the speech onset
+    context: float = 1.5  # committed audio decoded again before the next utterance
+    tail: float = 0.15  # audio kept after the speech end when an utterance is finalised
+    vad: VadOptions = field(default_factory=lambda: VadOptions(min_silence_ms=200, speech_pad_ms=50, min_speech_ms=150))
+
+
+class PcmDecoder:
+    """Bytes of mono PCM at any rate → 16-kHz float32, keeping partial samples between frames."""
+
+    def __init__(self, encoding: str, sample_rate: int) -> None:
+        if encoding not in ENCODINGS:
+            raise InvalidOptionError(f"encoding must be one of {', '.join(ENCODINGS)}")
+        if not 8000 <= sample_rate <= 192000:
+            raise InvalidOptionError("sample_rate must be between 8000 and 192000")
+        self.dtype = ENCODINGS[encoding]
+        self.sample_rate = sample_rate
+        self._pending = b""
+        self._resampler: Any = None
+
+    def decode(self, data: bytes) -> np.ndarray:
+        data = self._pending + data
+        usable = len(data) - len(data) % self.dtype.itemsize
+        self._pending = data[usable:]
+        samples = np.frombuffer(data[:usable], dtype=self.dtype)
+        audio = samples.astype(np.float32) / 32768.0 if self.dtype.kind == "i" else samples.astype(np.float32)
+        if not np.all(np.isfinite(audio)):
+            raise InvalidOptionError("audio frame holds NaN or infinite samples")
+        return audio if self.sample_rate == SAMPLE_RATE else self._resample(np.clip(audio, -1.0, 1.0))
+
+    def _resample(self, audio: np.ndarray) -> np.ndarray:
+        import av
+
+        if self._resampler is None:
+            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        frame = av.AudioFrame.from_ndarray(audio.reshape(1, -1), format="flt", layout="mono")
+        frame.sample_rate = self.sample_rate
+        pieces = [out.to_ndarray().reshape(-1) for out in self._resampler.resample(frame)]
+        return np.concatenate(pieces).astype(np.float32) if pieces else np.zeros(0, np.float32)
+
+
+def _norm(word: str) -> str:
+    return re.sub(r"[^\w']", "", word.lower())
+
+
+def agreed_prefix(previous: list[Word], current: list[Word]) -> list[Word]:
+    """The words of `current` that `previous` also had, from the start (LocalAgreement-2)."""
+    count = 0
+    for old, new in zip(previous, current):
+        if _norm(old.word) != _norm(new.word):
+            break
+        count += 1
+    return current[:count]
+
+
+def _text(words: list[Word]) -> str:
+    return "".join(word.word for word in words).strip()
+
+
+def _word_event(word: Word) -> Event:
+    return {"word": word.word.strip(), "start": word.start, "end": word.end, "probability": word.probability}
+
+
+def _words(result: WindowResult) -> list[Word]:
+    return [word for segment in result.segments for word in segment.words]
+
+
+@dataclass
+class _Hypothesis:
+    words: list[Word]
+    covers_until: float  # absolute end of the audio it was decoded from
+
+
+class StreamSession:
+    """Blocking session logic; the WebSocket router calls `feed` and `update` from a worker thread.
+
+    All times are absolute seconds from the start of the stream. Everything before
+    `committed_until` has been emitted as finals; the buffer keeps `policy.context` seconds before
+    it, decoded again with the next utterance (so a short phrase is not decoded without context)
+    and then left out of that utterance's words by their timestamps.
+    """
+
+    def __init__(self, batcher: DynamicBatcher, decoding: DecodingOptions, policy: StreamPolicy | None = None):
+        self.batcher = batcher
+        self.decoding = replace(
+            decoding, word_timestamps=True, trim_encoder=True, temperatures=(0.0, 0.4), initial_prompt=None
+        )
+        self.policy = policy or StreamPolicy()
+        self.session_id = uuid.uuid4().hex
+        self.buffer = np.zeros(0, np.float32)
+        self.buffer_start = 0.0
+        self.received = 0
+        self.committed_until = 0.0
+        self.finals: list[str] = []
+        self.step = self.policy.step
+        self._last_decode_at = -1.0
+        self._previous: _Hypothesis | None = None
+        self._decode_seconds = 0.0
+        self.last_update_audio = 0.0  # audio_received when the last update started
+        self.pending_errors: list[Event] = []
+
+    @property
+    def audio_received(self) -> float:
+        return round(self.received / SAMPLE_RATE, 3)
+
+    @property
+    def buffer_end(self) -> float:
+        return self.buffer_start + self.buffer.shape[0] / SAMPLE_RATE
+
+    def feed(self, audio: np.ndarray) -> None:
+        self.buffer = np.concatenate([self.buffer, audio]) if self.buffer.size else audio.copy()
+        self.received += audio.shape[0]
+
+    def set_options(self, language: str | None = None, task: str | None = None) -> None:
+        """Options for the following utterances; refused (InvalidOptionError) if the model cannot do them."""
+        changed = replace(self.decoding, language=language or self.decoding.language, task=task or self.decoding.task)
+        self.batcher.engine.check_options(changed)
+        self.decoding = changed
+
+    def update(self, ending: bool = False) -> list[Event]:
+        """Events for the audio received so far; `ending` finalises whatever speech is left."""
+        self.last_update_audio = self.audio_received
+        spans = self._speech()
+        if not spans:
+            self._previous = None
+            self._trim(self.buffer_end)
+            return []
+        cut = self._utterance_end(spans, ending)
+        if cut is not None:
+            final = self._finalise(spans[0][0], cut)
+            return [final] if final is not None else []
+        return self._ongoing(spans)
+
+    def _speech(self) -> list[tuple[float, float]]:
+        """Absolute speech spans not yet committed."""
+        found = speech_spans(self.buffer, self.policy.vad)
+        spans = [(self.buffer_start + s.start / SAMPLE_RATE, self.buffer_start + s.end / SAMPLE_RATE) for s in found]
+        return [(max(start, self.committed_until), end) for start, end in spans if end > self.committed_until + 0.05]
+
+    def _utterance_end(self, spans: list[tuple[float, float]], ending: bool) -> float | None:
+        """Where the first finished utterance ends, if one has ended."""
+        for (_, end), (next_start, _) in itertools.pairwise(spans):
+            if next_start - end >= self.policy.end_silence:
+                return end + min(self.policy.tail, (next_start - end) / 2)
+        last_end = spans[-1][1]
+        if ending:
+            return self.buffer_end
+        if self.buffer_end - last_end >= self.policy.end_silence:
+            return min(self.buffer_end, last_end + self.policy.tail)
+        return None
+
+    def _trim(self, utterance_start: float) -> None:
+        """Drop audio older than the context kept before the current utterance."""
+        keep_from = min(utterance_start - self.policy.lead, self.committed_until) - self.policy.context
+        samples = round((keep_from - self.buffer_start) * SAMPLE_RATE)
+        if samples > 0:
+            self.buffer = self.buffer[samples:]
+            self.buffer_start += samples / SAMPLE_RATE
+
+    def _decode_until(self, end: float) -> list[Word]:
+        """Words of the uncommitted speech up to `end`, decoded with the kept context before it."""
+        samples = round((end - self.buffer_start) * SAMPLE_RATE)
+        started = time.perf_counter()
+        window = AudioWindow(self.buffer_start, self.buffer[:samples].copy())
+        [future] = self.batcher.submit([window], self.decoding, Priority.STREAM)
+        result = future.result(timeout=120)
+        self._decode_seconds = time.perf_counter() - started
+        self._last_decode_at = self.audio_received
+        words = [w for w in _words(result) if (w.start + w.end) / 2 >= self.committed_until and w.start < end]
+        return self._without_repeated_tail(words)
+
+    def _without_repeated_tail(self, words: list[Word]) -> list[Word]:
+        """Drop leading words that repeat the end of the last final (the context, timed a little late)."""
+        if not self.finals or not words:
+            return words
+        tail = [_norm(word) for word in self.finals[-1].split()]
+        for size in range(min(3, len(tail), len(words)), 0, -1):
+            if [_norm(w.word) for w in words[:size]] == tail[-size:] and words[0].start - self.committed_until < 0.6:
+                return words[size:]
+        return words
+
+    def _finalise(self, utterance_start: float, cut: float) -> Event | None:
+        previous = self._previous
+        if previous is not None and abs(previous.covers_until - cut) <= 0.25 and previous.words:
+            words = [w for w in previous.words if w.start < cut]  # the last decode already heard it all
+        else:
+            words = self._decode_until(cut)
+        self.committed_until = cut
+        self._previous = None
+        self._trim(cut)
+        return self._final_event(words)
+
+    def _ongoing(self, spans: list[tuple[float, float]]) -> list[Event]:
+        """Speech goes on: a partial every step (or as soon as speech pauses), committing stable words
+        of a long utterance."""
+        paused = self.buffer_end - spans[-1][1] >= 0.1
+        covered = self._previous is not None and self._previous.covers_until >= spans[-1][1]
+        due = self.audio_received - self._last_decode_at >= self.step
+        if not (due or (paused and not covered)):
+            return []
+        decoded_until = self.buffer_end
+        words = self._decode_until(decoded_until)
+        self._adapt_step()
+        events = self._commit_stable(words, spans[0][0], decoded_until)
+        if events:
+            words = [w for w in words if (w.start + w.end) / 2 >= self.committed_until]
+        self._previous = _Hypothesis(words, decoded_until)
+        self._trim(spans[0][0])
+        if words:
+            events.append(self._partial_event(words))
+        return events
+
+    def _commit_stable(self, words: list[Word], utterance_start: float, decoded_until: float) -> list[Event]:
+        """In a long utterance, the words two hypotheses agree on that end well before the newest audio."""
+        if self._previous is None or decoded_until - utterance_start <= self.policy.max_utterance:
+            return []
+        limit = decoded_until - self.policy.commit_margin
+        stable = [w for w in agreed_prefix(self._previous.words, words) if w.end <= limit]
+        if not stable:
+            return []
+        final = self._final_event(stable)
+        self.committed_until = stable[-1].end
+        return [final] if final else []
+
+    def _final_event(self, words: list[Word]) -> Event | None:
+        text = _text(words)
+        if not text:
+            return None
+        self.finals.append(text)
+        return {
+            "type": "final",
+            "text": text,
+            "start": words[0].start,
+            "end": words[-1].end,
+            "words": [_word_event(w) for w in words],
+            "audio_received": self.audio_received,
+        }
+
+    def _partial_event(self, words: list[Word]) -> Event:
+        return {
+            "type": "partial",
+            "text": _text(words),
+            "start": words[0].start,
+            "end": words[-1].end,
+            "audio_received": self.audio_received,
+        }
+
+    @property
+    def lagging(self) -> bool:
+        """Decoding is slower than the base step: updates come less often than usual."""
+        return self.step > 2 * self.policy.step
+
+    def _adapt_step(self) -> None:
+        """Decode less often when a decode takes longer than the step (never drift behind)."""
+        policy = self.policy
+        self.step = min(policy.max_step, max(policy.step, self._decode_seconds * 1.5))
+
+    def finish(self) -> list[Event]:
+        """After the client's `end`: finals for all remaining speech, then `done`."""
+        events: list[Event] = []
+        for _ in range(100):
+            more = self.update(ending=True)
+            events.extend(more)
+            if not self._speech():
+                break
+        events.append({"type": "done", "text": " ".join(self.finals), "audio_received": self.audio_received})
+        return events

@@ -1,0 +1,181 @@
+"""Live transcription over the WebSocket: protocol conformance, accuracy against offline, bad input."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from conftest import DATA, JFK, fleurs, load_manifest
+from dattavani_asr.audio import SAMPLE_RATE, decode_audio
+from dattavani_asr.evaluation import word_error_rate
+from dattavani_asr.server import ServerSettings, create_app
+from dattavani_asr.server.streaming import PcmDecoder, agreed_prefix
+from dattavani_asr.transcript import Word
+
+JFK_REFERENCE = load_manifest()[0]["reference"]
+
+
+@pytest.fixture(scope="module")
+def http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    settings = ServerSettings(data_dir=tmp_path_factory.mktemp("stream"), api_keys=["k"])  # type: ignore[call-arg]
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def pcm16(audio: np.ndarray) -> bytes:
+    return (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+
+
+def stream(
+    http: TestClient, payload: bytes, query: str = "", frame: int = 3200, pace: float = 0.0
+) -> list[dict[str, Any]]:
+    """Send `payload` in frames (paced at `pace` x real time when > 0), then end; all events."""
+    bytes_per_second = 2 * SAMPLE_RATE
+    with http.websocket_connect(f"/v1/stream?api_key=k{query}") as ws:
+        events = [ws.receive_json()]
+        started = time.perf_counter()
+        for offset in range(0, len(payload), frame):
+            ws.send_bytes(payload[offset : offset + frame])
+            if pace:
+                time.sleep(max(0.0, (offset + frame) / bytes_per_second / pace - (time.perf_counter() - started)))
+        ws.send_text(json.dumps({"type": "end"}))
+        while events[-1]["type"] != "done":
+            events.append(ws.receive_json())
+    return events
+
+
+def check_protocol(events: list[dict[str, Any]]) -> None:
+    assert events[0]["type"] == "ready" and events[0]["session_id"]
+    assert events[-1]["type"] == "done"
+    finals = [event for event in events if event["type"] == "final"]
+    assert events[-1]["text"] == " ".join(final["text"] for final in finals)
+    for before, after in itertools.pairwise(finals):
+        assert before["end"] <= after["start"] + 0.05  # finals never overlap: nothing committed is revised
+    received = [event["audio_received"] for event in events[1:]]
+    assert received == sorted(received)
+    for final in finals:
+        assert final["words"] and final["start"] <= final["words"][0]["start"] + 0.01
+
+
+def test_jfk_stream_matches_reference_and_protocol(http: TestClient) -> None:
+    audio = np.concatenate([decode_audio(JFK), np.zeros(SAMPLE_RATE, np.float32)])
+    events = stream(http, pcm16(audio), pace=4.0)
+    check_protocol(events)
+    assert word_error_rate([JFK_REFERENCE], [events[-1]["text"]]) < 0.15, events[-1]["text"]
+    assert any(event["type"] == "partial" for event in events)
+
+
+def test_stream_close_to_offline_on_fleurs(http: TestClient) -> None:
+    clips = fleurs("en")[:3]
+    pieces = [np.concatenate([decode_audio(DATA / item["file"]), np.zeros(SAMPLE_RATE, np.float32)]) for item in clips]
+    events = stream(http, pcm16(np.concatenate(pieces)), pace=4.0)
+    check_protocol(events)
+    reference = " ".join(item["reference"] for item in clips)
+    assert word_error_rate([reference], [events[-1]["text"]], "en") < 0.2, events[-1]["text"]
+
+
+def test_float32_at_48k_is_resampled(http: TestClient) -> None:
+    import av
+
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=48000)
+    frame = av.AudioFrame.from_ndarray(decode_audio(JFK).reshape(1, -1), format="flt", layout="mono")
+    frame.sample_rate = SAMPLE_RATE
+    audio48 = np.concatenate(
+        [f.to_ndarray().reshape(-1) for f in [*resampler.resample(frame), *resampler.resample(None)]]
+    )
+    payload = np.concatenate([audio48, np.zeros(48000, np.float32)]).astype("<f4").tobytes()
+    events = stream(http, payload, "&sample_rate=48000&encoding=pcm_f32le", frame=9601)
+    check_protocol(events)
+    assert word_error_rate([JFK_REFERENCE], [events[-1]["text"]]) < 0.15
+
+
+def test_bad_frames_and_messages_get_errors_and_the_session_goes_on(http: TestClient) -> None:
+    audio = np.concatenate([decode_audio(JFK), np.zeros(SAMPLE_RATE, np.float32)])
+    with http.websocket_connect("/v1/stream?api_key=k&encoding=pcm_f32le") as ws:
+        assert ws.receive_json()["type"] == "ready"
+        ws.send_bytes(np.array([np.nan, 1.0], dtype="<f4").tobytes())
+        assert ws.receive_json()["code"] == "bad_frame"
+        ws.send_text("not json")
+        assert ws.receive_json()["code"] == "bad_message"
+        ws.send_text(json.dumps({"type": "config", "language": "hi"}))
+        assert ws.receive_json()["code"] == "bad_config"  # tiny.en is English-only
+        ws.send_bytes(audio.astype("<f4").tobytes()[:-3])  # a frame need not end on a sample boundary
+        ws.send_text(json.dumps({"type": "end"}))
+        events = [ws.receive_json()]
+        while events[-1]["type"] != "done":
+            events.append(ws.receive_json())
+    assert "country" in events[-1]["text"].lower()
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("", "missing_api_key"),
+        ("?api_key=wrong", "invalid_api_key"),
+        ("?api_key=k&sample_rate=fast", "invalid_option"),
+        ("?api_key=k&encoding=mp3", "invalid_option"),
+        ("?api_key=k&model=nope", "invalid_option"),
+    ],
+)
+def test_refused_connections_say_why(http: TestClient, query: str, code: str) -> None:
+    with http.websocket_connect(f"/v1/stream{query}") as ws:
+        event = ws.receive_json()
+        assert event["type"] == "error" and event["code"] == code
+        with pytest.raises(WebSocketDisconnect):
+            ws.receive_json()
+
+
+def test_abrupt_disconnect_leaves_the_server_healthy(http: TestClient) -> None:
+    audio = pcm16(decode_audio(JFK))
+    threads_before = threading.active_count()
+    for _ in range(3):
+        with http.websocket_connect("/v1/stream?api_key=k") as ws:
+            ws.receive_json()
+            ws.send_bytes(audio[: len(audio) // 2])
+            time.sleep(0.3)
+    time.sleep(0.5)
+    assert threading.active_count() <= threads_before + 2
+    assert "country" in stream(http, audio + bytes(32000))[-1]["text"].lower()
+
+
+def test_concurrent_sessions_each_get_their_own_transcript(http: TestClient) -> None:
+    clips = [JFK, *(DATA / item["file"] for item in fleurs("en")[:3])]
+    references = [JFK_REFERENCE, *(item["reference"] for item in fleurs("en")[:3])]
+    results: dict[int, str] = {}
+
+    def run(index: int, path: Path) -> None:
+        audio = np.concatenate([decode_audio(path), np.zeros(SAMPLE_RATE, np.float32)])
+        results[index] = stream(http, pcm16(audio), pace=3.0)[-1]["text"]
+
+    threads = [threading.Thread(target=run, args=(index, path)) for index, path in enumerate(clips)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for index, reference in enumerate(references):
+        assert word_error_rate([reference], [results[index]], "en") < 0.25, (reference, results[index])
+
+
+def test_pcm_decoder_keeps_partial_samples() -> None:
+    decoder = PcmDecoder("pcm_s16le", 16000)
+    data = (np.arange(10, dtype="<i2") * 1000).tobytes()
+    first, second = decoder.decode(data[:5]), decoder.decode(data[5:])
+    assert first.shape[0] == 2 and second.shape[0] == 8
+    assert np.allclose(np.concatenate([first, second]) * 32768, np.arange(10) * 1000)
+
+
+def test_agreed_prefix_ignores_case_and_punctuation() -> None:
+    def words(text: str) -> list[Word]:
+        return [Word(i, i + 1, " " + w, 1.0) for i, w in enumerate(text.split())]
+
+    assert [w.word for w in agreed_prefix(words("ask not what"), words("Ask not, where is"))] == [" Ask", " not,"]
