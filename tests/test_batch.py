@@ -5,11 +5,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -19,11 +22,15 @@ import pytest
 from conftest import DATA, JFK, fleurs
 from dattavani_asr import Transcriber, make_options
 from dattavani_asr.batch import BatchConfig, BatchRun
-from dattavani_asr.batch.packing import build_pack, plan_packs, unpack
+from dattavani_asr.batch.jobs import EndMessage, FileJob, WindowMessage
+from dattavani_asr.batch.packing import build_pack, decode_packs, part_doubt, plan_packs, unpack
+from dattavani_asr.batch.pipeline import WindowGate
 from dattavani_asr.engine.windows import AudioWindow, Decoded, RawSegment, WindowResult
 from dattavani_asr.evaluation import word_error_rate
+from dattavani_asr.options import DecodingOptions, VadOptions
 from dattavani_asr.sources.base import SourceItem
 from dattavani_asr.sources.local import LocalSink, LocalSource
+from dattavani_asr.transcript import Word
 
 CLI = [sys.executable, "-c", "from dattavani_asr.cli import main; main()"]
 
@@ -200,3 +207,137 @@ def test_local_sink_removes_temp_files_left_by_a_killed_run(tmp_path: Path) -> N
     written = LocalSink(tmp_path).write(item, "txt", "whole text\n")
     assert Path(written).read_text() == "whole text\n"
     assert sorted(p.name for p in stale.parent.iterdir()) == ["b.txt"]
+
+
+class _JitterSource(LocalSource):
+    """Local files that take a random while to open, so decoder threads finish in a random order."""
+
+    def __init__(self, seed: int) -> None:
+        self.random = random.Random(seed)
+        self.lock = threading.Lock()
+
+    def open(self, item: SourceItem) -> IO[bytes]:
+        with self.lock:
+            delay = self.random.uniform(0.0, 0.4)
+        time.sleep(delay)
+        return super().open(item)
+
+
+def _outputs(out: Path) -> dict[str, str]:
+    return {str(p.relative_to(out)): p.read_text() for p in sorted(out.rglob("*")) if p.suffix in (".txt", ".srt")}
+
+
+def test_packed_runs_are_identical_whatever_the_workers_and_thread_timing(
+    tiny: Transcriber, archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which windows share a pack must not depend on which decoder thread finishes first."""
+    (archive / "broken.mp3").unlink()
+    for clip in sorted(archive.glob("*.ogg"))[:3]:
+        shutil.copy(clip, archive / f"again-{clip.name}")
+    outputs = []
+    for run, workers in enumerate((1, 4, 3)):
+        monkeypatch.setattr("dattavani_asr.sources._sources", lambda run=run: [_JitterSource(run)])
+        out = tmp_path / f"out{run}"
+        config = BatchConfig(specs=[str(archive)], formats=["txt", "srt"], output_dir=out, pack=True, workers=workers)
+        summary = BatchRun(config, tiny, make_options()).run()
+        assert (summary.done, summary.failed) == (9, 0)
+        outputs.append(_outputs(out))
+    assert len(outputs[0]) == 18
+    assert outputs[1] == outputs[0] and outputs[2] == outputs[0]
+    refs = _references()
+    texts = {Path(name).stem: text for name, text in outputs[0].items() if name.endswith(".txt")}
+    names = sorted(texts)
+    assert word_error_rate([refs[n.removeprefix("again-")] for n in names], [texts[n] for n in names]) < 0.12
+
+
+def _job(index: int) -> FileJob:
+    item = SourceItem(f"/x/{index}.wav", f"{index}.wav", PurePosixPath(f"{index}.wav"), 1, "1")
+    return FileJob(index, item, LocalSource(), LocalSink(None))
+
+
+def _name(message: Any) -> tuple[int, str]:
+    return message.job.index, message.window if isinstance(message, WindowMessage) else "end"
+
+
+def test_gate_releases_job_by_job_and_bounds_what_it_holds() -> None:
+    jobs = [_job(0), _job(1), _job(2)]
+    gate = WindowGate(jobs, limit=2)
+    assert gate.put(WindowMessage(jobs[2], "c0")) and gate.put(WindowMessage(jobs[1], "b0"))
+    blocked = threading.Thread(target=gate.put, args=(WindowMessage(jobs[1], "b1"),))
+    blocked.start()
+    time.sleep(0.3)
+    assert blocked.is_alive()  # two windows of later jobs are held: a third waits
+    assert gate.put(WindowMessage(jobs[0], "a0"))  # the job being read is never blocked by later ones
+    assert gate.put(EndMessage(jobs[0], 1))
+    assert [m.window for m in gate.take(1, 0.0) if isinstance(m, WindowMessage)] == ["a0"]
+    assert [_name(m) for m in gate.take(1, 0.0)] == [(0, "end"), (1, "b0")]
+    blocked.join(timeout=5)
+    assert not blocked.is_alive()  # job 1 is read now: its decoder may go on
+    gate.put(EndMessage(jobs[1], 2))
+    gate.put(EndMessage(jobs[2], 1))
+    assert [_name(m) for m in gate.take(10, 0.0)] == [(1, "b1"), (1, "end"), (2, "c0"), (2, "end")]
+    assert gate.exhausted
+
+
+def _clip_windows(*names: str) -> list[AudioWindow]:
+    from dattavani_asr.audio import iter_audio
+    from dattavani_asr.chunking import speech_windows
+
+    return [w for name in names for w in speech_windows(iter_audio(str(DATA / name)), VadOptions())]
+
+
+def test_part_doubt_flags_lost_words_loops_and_empty_parts() -> None:
+    window = AudioWindow(5.0, np.zeros(8 * 16000, dtype=np.float32), speech_start=0.2)
+    decoded = Decoded((), "", -0.2, 0.01, 1.3, 0.0)
+
+    def result(*words: tuple[str, float, float]) -> WindowResult:
+        timed = tuple(Word(start, end, text, 0.9) for text, start, end in words)
+        segment = (
+            RawSegment(timed[0].start, timed[-1].end, (), "".join(w.word for w in timed), timed) if timed else None
+        )
+        return WindowResult(window, decoded, (segment,) if segment else (), "en", "tiny.en", 0.8)
+
+    options = DecodingOptions()
+    spread = [(f" w{i}", 5.2 + i * 0.6, 5.6 + i * 0.6) for i in range(12)]
+    assert part_doubt(result(*spread), options) is None
+    assert part_doubt(result(*spread[:5]), options) == "uncovered"  # the last 4 s of speech have no word
+    assert part_doubt(result(), options) == "empty"
+    loop = [(" the same thing", 5.2 + i * 0.6, 5.6 + i * 0.6) for i in range(12)]
+    assert part_doubt(result(*loop), options) == "repetition"
+
+
+class _LosingEngine:
+    """The real engine, except that packed windows lose their last second of words (a boundary loss)."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.calls: list[int] = []
+
+    def transcribe_batch(self, windows: list[AudioWindow], options: Any, language: str | None) -> Any:
+        results, detected, probability = self.engine.transcribe_batch(windows, options, language)
+        self.calls.append(len(windows))
+        if options.word_timestamps and options.temperatures == (0.0,):
+            results = [_drop_words_after(r, r.window.end - 8.0) for r in results]
+        return results, detected, probability
+
+
+def _drop_words_after(result: WindowResult, cut: float) -> WindowResult:
+    segments = []
+    for segment in result.segments:
+        words = tuple(w for w in segment.words if w.end <= cut)
+        if words:
+            text = "".join(w.word for w in words)
+            segments.append(replace(segment, words=words, text=text, end=words[-1].end))
+    return replace(result, segments=tuple(segments))
+
+
+def test_parts_that_lost_words_in_a_pack_are_decoded_again_alone(tiny: Transcriber) -> None:
+    windows = _clip_windows("fleurs/fleurs-en-003.ogg", "fleurs/fleurs-en-000.ogg")
+    options = make_options(language="en").decoding
+    alone = [r.decoded.text for r in tiny.engine().transcribe_batch(windows, options, "en")[0]]
+    engine = _LosingEngine(tiny.engine())
+    first, second = decode_packs(engine, [build_pack(windows, [0, 1])], options, "en")[0]
+    assert engine.calls == [1, 1]  # one packed pass, then the damaged part alone
+    assert "".join(s.text for s in first.segments).strip() == alone[0]  # kept from the pack, intact
+    assert second.decoded.text == alone[1]  # the second clip's share had lost words: decoded alone
+    assert not any(s.words for s in first.segments + second.segments)  # no word timestamps were asked for

@@ -3,23 +3,36 @@
 Whisper's encoder always processes 30 s; a 6-s clip alone wastes 80 % of that pass. Windows are
 joined with a second of silence between them and levelled to one loudness (otherwise Whisper
 skips a quiet file next to a loud one); segments come back to the file whose part holds most of
-their time, with timestamps mapped into that file's own timeline.
+their time, with timestamps mapped into that file's own timeline. Packs stop 3 s short of 30 s:
+Whisper tends to drop the last words of a window when they end close to its end.
+
+Packing must not cost accuracy: a part whose share of the packed result looks wrong (no words,
+seconds of its speech without a word, a loop) is decoded again on its own (`decode_packs`).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from ..audio import SAMPLE_RATE
+from ..engine.decoding import compression_ratio, is_silence
 from ..engine.windows import AudioWindow, RawSegment, WindowResult
 from ..loudness import equalize_speech
+from ..options import DecodingOptions
 from ..transcript import Word
 from ..vad import Span
 
-PACK_SECONDS = 29.0
+log = logging.getLogger(__name__)
+
+PACK_SECONDS = 27.0  # leave Whisper room at the window's end: it drops words that end close to 30 s
 GAP_SECONDS = 1.0
+TAIL_PAD = 0.5  # windows end this long after the speech VAD heard (VadOptions.tail_pad_s)
+MAX_SILENCE = 3.0  # seconds of a part's speech without a word before it is decoded again alone
 
 
 @dataclass(frozen=True)
@@ -41,18 +54,22 @@ class Pack:
     parts: tuple[Part, ...]
 
 
+def fits(
+    windows: Sequence[AudioWindow], window: AudioWindow, limit: float = PACK_SECONDS, gap: float = GAP_SECONDS
+) -> bool:
+    """Whether `window` can join a pack holding `windows` (an empty pack takes anything)."""
+    length = sum(w.duration for w in windows) + gap * len(windows) + window.duration
+    return not windows or length <= limit
+
+
 def plan_packs(windows: list[AudioWindow], limit: float = PACK_SECONDS, gap: float = GAP_SECONDS) -> list[list[int]]:
     """Group window indices, in order, so each group's audio plus gaps fits in `limit` seconds."""
     groups: list[list[int]] = []
-    length = 0.0
     for index, window in enumerate(windows):
-        needed = window.duration + (gap if groups and groups[-1] else 0.0)
-        if groups and length + needed <= limit:
+        if groups and fits([windows[i] for i in groups[-1]], window, limit, gap):
             groups[-1].append(index)
-            length += needed
         else:
             groups.append([index])
-            length = window.duration
     return groups
 
 
@@ -118,3 +135,71 @@ def unpack(pack: Pack, result: WindowResult) -> list[WindowResult]:
         for part, piece in pieces:
             owned[part.index].append(_move(piece, part))
     return [replace(result, window=part.window, segments=tuple(owned[part.index])) for part in pack.parts]
+
+
+def _repeats(words: Sequence[str], times: int = 3, longest: int = 6) -> bool:
+    """Some run of 1..`longest` words said `times` times in a row (a decoding loop)."""
+    for size in range(1, longest + 1):
+        for start in range(len(words) - size * times + 1):
+            run = words[start : start + size]
+            if all(words[start + k * size : start + (k + 1) * size] == run for k in range(1, times)):
+                return True
+    return False
+
+
+def _longest_silence(result: WindowResult) -> float:
+    """The longest stretch of the part's speech with no word: before the first, between, after the last."""
+    window = result.window
+    words = [word for segment in result.segments for word in segment.words]
+    edges = [window.offset + window.speech_start, *(t for w in words for t in (w.start, w.end)), window.end - TAIL_PAD]
+    return max(later - earlier for earlier, later in zip(edges[::2], edges[1::2]))
+
+
+def part_doubt(result: WindowResult, options: DecodingOptions) -> str | None:
+    """Why one part's share of a packed result is not to be trusted, or None.
+
+    Windows hold speech from VAD onset to 0.5 s after its end, with pauses of at most 2 s inside,
+    so a part with no words or a long stretch without words lost words at a pack boundary (or the
+    packed decoding stopped early or skipped it); a repetitive text is a decoding loop.
+    """
+    words = [word for segment in result.segments for word in segment.words]
+    if not words:
+        return "empty"
+    if _longest_silence(result) > MAX_SILENCE:
+        return "uncovered"
+    text = "".join(word.word for word in words)
+    if compression_ratio(text) > options.compression_ratio_threshold or _repeats(text.lower().split()):
+        return "repetition"
+    return None
+
+
+def decode_packs(engine: Any, packs: list[Pack], options: DecodingOptions, language: str | None) -> list[list[Any]]:
+    """Decode packs together and split them back: one result per part, in each part's own timeline.
+
+    Packs are decoded with word timestamps (segments are split between parts by word) and without
+    temperature fallback. A part whose share looks wrong (`part_doubt`), and every part of a pack
+    whose text is unlikely (Whisper's log-probability fallback rule), is decoded again on its own
+    with the full options (fallback included), as it would be without packing.
+    """
+    once = replace(options, word_timestamps=True, temperatures=options.temperatures[:1])
+    packed = engine.transcribe_batch([pack.window for pack in packs], once, language)[0]
+    results: list[list[Any]] = []
+    retry: list[tuple[int, int]] = []
+    for row, (pack, result) in enumerate(zip(packs, packed)):
+        parts = unpack(pack, result)
+        if len(parts) > 1:
+            unlikely = result.decoded.avg_logprob < options.log_prob_threshold and not is_silence(
+                result.decoded, options
+            )
+            retry += [(row, col) for col, part in enumerate(parts) if unlikely or part_doubt(part, options)]
+        results.append(parts if options.word_timestamps else [_without_words(part) for part in parts])
+    if retry:
+        log.debug("decoding %d of %d packed windows again on their own", len(retry), sum(map(len, results)))
+        windows = [packs[row].parts[col].window for row, col in retry]
+        for (row, col), alone in zip(retry, engine.transcribe_batch(windows, options, language)[0]):
+            results[row][col] = alone
+    return results
+
+
+def _without_words(result: WindowResult) -> WindowResult:
+    return replace(result, segments=tuple(replace(segment, words=()) for segment in result.segments))

@@ -1,16 +1,21 @@
 """The batch pipeline: decode + VAD in worker threads, one engine batching windows across files.
 
-Decoder threads turn files into speech windows and put them on a bounded queue (so memory is
-bounded however many files there are); the engine thread takes windows from any files, up to
-`batch_size` at a time, so short files share batches instead of each paying for its own; a file
-is finished (written, then marked done) as soon as all its windows are back.
+Decoder threads turn files into speech windows and hand them to a `WindowGate`, which holds a
+bounded number of them (so memory is bounded however many files there are) and releases them to
+the engine thread in a fixed order: job by job (in job order), window by window. So which windows
+share a batch or a packed window depends only on the input files and the options, never on thread
+timing or `--workers`, and a run gives the same transcripts every time. The engine takes up to
+`batch_size` windows (or packs) at a time from any files, so short files share batches instead of
+each paying for its own; a file is finished (written, then marked done) as soon as all its windows
+are back.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -21,53 +26,134 @@ from ..chunking import speech_windows
 from ..errors import DattavaniError
 from ..options import TranscribeOptions
 from .jobs import EndMessage, FileJob, WindowMessage
-from .packing import build_pack, plan_packs, unpack
+from .packing import build_pack, decode_packs, fits
 
 log = logging.getLogger(__name__)
 
 BATCH_WAIT_SECONDS = 0.05
-PACK_INTAKE = 3  # windows taken per batch slot when packing (about three short clips per 30 s)
+IDLE_WAIT_SECONDS = 0.5
+HOLD_BATCHES = 6  # windows held for later files: this many batches' worth
 Message = WindowMessage | EndMessage
-
-
-def _without_words(result: Any) -> Any:
-    return replace(result, segments=tuple(replace(segment, words=()) for segment in result.segments))
+Unit = list[WindowMessage]  # what takes one slot of an engine batch: one window, or the windows of one pack
 
 
 class FileTimeoutError(DattavaniError):
     """A file took longer than --file-timeout."""
 
 
-def _put(out: queue.Queue[Message], message: Message, job: FileJob) -> bool:
-    """Block until there is room (bounded memory), unless the job is cancelled meanwhile."""
-    while not job.cancelled.is_set():
-        try:
-            out.put(message, timeout=0.2)
+class WindowGate:
+    """Windows from the decoder threads to the engine thread, released in job order.
+
+    Each job has its own queue. The engine reads the oldest job that has not ended (the cursor)
+    until its end message, then the next job. Windows of later jobs wait here, at most `limit` of
+    them (their decoders block beyond that), while the cursor job may always queue up to `limit`
+    of its own: memory stays bounded and the cursor job can always make progress.
+    """
+
+    def __init__(self, jobs: list[FileJob], limit: int) -> None:
+        self._jobs = sorted(jobs, key=lambda job: job.index)
+        self._queues: dict[int, deque[Message]] = {job.index: deque() for job in self._jobs}
+        self._reached: dict[int, float] = {}
+        self._cursor = 0
+        self._held = 0
+        self._limit = limit
+        self._changed = threading.Condition()
+        self._advance(0)
+
+    @property
+    def exhausted(self) -> bool:
+        """Every job's messages were released (or dropped, for jobs that ended early)."""
+        return self._cursor >= len(self._jobs)
+
+    def reached_at(self, job: FileJob) -> float | None:
+        """When the engine started reading this job's windows (None while later jobs are ahead)."""
+        return self._reached.get(job.index)
+
+    def put(self, message: Message) -> bool:
+        """Block until the message may be held (bounded memory), unless its job is cancelled."""
+        job = message.job
+        with self._changed:
+            while not job.cancelled.is_set():
+                if self._admits(message):
+                    self._queues[job.index].append(message)
+                    self._held += isinstance(message, WindowMessage)
+                    self._changed.notify_all()
+                    return True
+                self._changed.wait(0.2)
+        return False
+
+    def _admits(self, message: Message) -> bool:
+        if isinstance(message, EndMessage):
             return True
-        except queue.Full:
-            continue
-    return False
+        if not self.exhausted and message.job is self._jobs[self._cursor]:
+            return len(self._queues[message.job.index]) < self._limit
+        return self._held < self._limit
+
+    def take(self, count: int, wait: float) -> list[Message]:
+        """Up to `count` windows in release order, with the end messages met on the way.
+
+        Waits up to `wait` seconds when the cursor job has nothing queued yet.
+        """
+        with self._changed:
+            if not self._releasable():
+                self._changed.wait(wait)
+            taken: list[Message] = []
+            windows = 0
+            while windows < count and self._releasable():
+                job = self._jobs[self._cursor]
+                queue = self._queues[job.index]
+                if job.done:  # failed or timed out: what it still queued is dropped
+                    self._held -= sum(isinstance(m, WindowMessage) for m in queue)
+                    queue.clear()
+                    self._advance(self._cursor + 1)
+                    continue
+                message = queue.popleft()
+                taken.append(message)
+                if isinstance(message, EndMessage):
+                    self._advance(self._cursor + 1)
+                else:
+                    windows += 1
+                    self._held -= 1
+            self._changed.notify_all()
+            return taken
+
+    def _releasable(self) -> bool:
+        if self.exhausted:
+            return False
+        job = self._jobs[self._cursor]
+        return job.done or bool(self._queues[job.index])
+
+    def _advance(self, cursor: int) -> None:
+        self._cursor = cursor
+        if cursor < len(self._jobs):
+            self._reached[self._jobs[cursor].index] = time.monotonic()
 
 
-def decode_job(job: FileJob, options: TranscribeOptions, out: queue.Queue[Message]) -> None:
-    """Producer: stream one file into windows on `out`, then an EndMessage (with any error)."""
+def decode_job(job: FileJob, options: TranscribeOptions, gate: WindowGate) -> None:
+    """Producer: stream one file into windows, then an EndMessage (with any error)."""
     job.begin()
     count = 0
     try:
         with job.source.open(job.item) as stream:
             blocks = iter_audio(stream, start=options.start, end=options.end, channel=options.channel)
             for window in speech_windows(blocks, options.vad, offset=options.start or 0.0, stats=job.stats):
-                if not _put(out, WindowMessage(job, window), job):
+                if not gate.put(WindowMessage(job, window)):
                     return
                 count += 1
     except Exception as exc:  # every failure is recorded against the file, never raised
-        _put(out, EndMessage(job, count, exc), job)
+        gate.put(EndMessage(job, count, exc))
         return
-    _put(out, EndMessage(job, count), job)
+    gate.put(EndMessage(job, count))
 
 
 class EnginePump:
-    """Consumer: batches windows from the queue through the engine and hands back finished jobs."""
+    """Consumer: forms engine batches from the released windows and hands back finished jobs.
+
+    Packing (`pack=True`) fills packs in release order, one open pack per language, and closes a
+    pack when the next window does not fit or every job has been released; so pack composition is
+    as deterministic as the release order. Batches are cut from the packs (or windows) in that
+    order; the engine's results do not depend on what else shares a batch.
+    """
 
     def __init__(
         self,
@@ -80,38 +166,69 @@ class EnginePump:
     ) -> None:
         self.jobs = jobs
         self.pack = pack
-        self.intake = options.batch_size * (PACK_INTAKE if pack else 1)
         self.engine = engine
         self.options = options
         self.finish = finish
         self.file_timeout = file_timeout
-        self.pending: list[WindowMessage] = []
+        self.gate = WindowGate(jobs, limit=max(8, options.batch_size * HOLD_BATCHES))
+        self.open: dict[str | None, Unit] = {}  # packs being filled, per language
+        self.ready: list[Unit] = []  # closed packs (or single windows) waiting for the engine
+        self.starved = False  # the last intake released no window
 
-    def run(self, inbox: queue.Queue[Message], jobs_total: int) -> None:
+    def run(self, jobs_total: int) -> None:
         finished = 0
         while finished < jobs_total:
             finished += self._expire()
-            finished += self._drain(inbox)
-            batch = self._take_batch()
-            if batch:
-                finished += self._transcribe(batch)
+            finished += self._intake()
+            units = self._take_units()
+            if units:
+                finished += self._transcribe(units)
 
-    def _drain(self, inbox: queue.Queue[Message]) -> int:
-        """Move queued messages into `pending` (waiting a little when idle); count jobs it ends."""
+    def _intake(self) -> int:
+        """Release windows from the gate into packs / the ready list; count jobs that ended."""
+        wait = BATCH_WAIT_SECONDS if self.ready else IDLE_WAIT_SECONDS
+        messages = self.gate.take(self.options.batch_size * 4, wait)
+        windows = [m for m in messages if isinstance(m, WindowMessage) and not m.job.done]
+        self.starved = not windows
+        self._detect_languages(windows)
         ended = 0
-        wait = BATCH_WAIT_SECONDS if self.pending else 0.5
-        deadline = time.monotonic() + wait
-        while len(self.pending) < self.intake:
-            try:
-                message = inbox.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if isinstance(message, WindowMessage):
-                if not message.job.done:
-                    self.pending.append(message)
-                continue
-            ended += self._end(message)
+        for message in messages:
+            if isinstance(message, EndMessage):
+                ended += self._end(message)
+            elif not message.job.done:
+                self._add(message)
+        if self.gate.exhausted:
+            self.ready.extend(unit for unit in self.open.values() if unit)
+            self.open.clear()
         return ended
+
+    def _add(self, message: WindowMessage) -> None:
+        if not self.pack:
+            self.ready.append([message])
+            return
+        unit = self.open.setdefault(message.job.language, [])
+        if unit and not fits([m.window for m in unit], message.window):
+            self.ready.append(unit)
+            unit = self.open[message.job.language] = []
+        unit.append(message)
+
+    def _take_units(self) -> list[Unit]:
+        """A batch when one is full, or whatever is ready when the decoders are behind or done."""
+        size = self.options.batch_size
+        if len(self.ready) < size and not (self.starved or self.gate.exhausted):
+            return []
+        units, self.ready = self.ready[:size], self.ready[size:]
+        units = [[m for m in unit if not m.job.done] for unit in units]
+        return [unit for unit in units if unit]
+
+    def _detect_languages(self, windows: list[WindowMessage]) -> None:
+        """Each new file's language from its first window (batched), before its windows are packed."""
+        firsts = list({id(m.job): m for m in windows if m.job.language is None}.values())
+        if firsts:
+            for message, (language, probability) in zip(
+                firsts, self.engine.detect_languages([m.window for m in firsts])
+            ):
+                message.job.language, message.job.language_probability = language, probability
 
     def _end(self, message: EndMessage) -> int:
         job = message.job
@@ -124,7 +241,14 @@ class EnginePump:
         return self._close(job) if job.complete else 0
 
     def _timed_out(self, job: FileJob) -> FileTimeoutError | None:
-        if self.file_timeout is None or job.elapsed() <= self.file_timeout:
+        """Timed out: longer than --file-timeout since both its decoding began and the engine reached it.
+
+        A file whose windows wait for earlier files is not timed out for that wait.
+        """
+        reached = self.gate.reached_at(job)
+        if self.file_timeout is None or reached is None or job.started is None:
+            return None
+        if time.monotonic() - max(job.started, reached) <= self.file_timeout:
             return None
         return FileTimeoutError(f"{job.item.uri}: gave up after {self.file_timeout:g} s (--file-timeout)")
 
@@ -135,55 +259,35 @@ class EnginePump:
             if timeout is not None:
                 job.error = timeout
                 ended += self._close(job)
-        self.pending = [m for m in self.pending if not m.job.done]
         return ended
 
-    def _take_batch(self) -> list[WindowMessage]:
-        batch, self.pending = self.pending[: self.intake], self.pending[self.intake :]
-        return [m for m in batch if not m.job.done]
-
-    def _transcribe(self, batch: list[WindowMessage]) -> int:
+    def _transcribe(self, units: list[Unit]) -> int:
         ended = 0
-        for language, group in self._by_language(batch).items():
+        groups: dict[str | None, list[Unit]] = {}
+        for unit in units:
+            groups.setdefault(unit[0].job.language, []).append(unit)
+        for language, group in groups.items():
             try:
-                results = self._decode([m.window for m in group], language)
+                results = self._decode(group, language)
             except Exception as exc:
-                for message in group:
+                for message in (m for unit in group for m in unit):
                     message.job.error = exc
                     ended += self._close(message.job)
                 continue
-            for message, result in zip(group, results):
-                message.job.results.append(result)
-                ended += self._close(message.job) if message.job.complete else 0
+            for unit, unit_results in zip(group, results):
+                for message, result in zip(unit, unit_results):
+                    message.job.results.append(result)
+                    ended += self._close(message.job) if message.job.complete else 0
         return ended
 
-    def _decode(self, windows: list[Any], language: str | None) -> list[Any]:
-        """Engine results, one per window; short windows share packed windows when packing."""
+    def _decode(self, units: list[Unit], language: str | None) -> list[list[Any]]:
+        """Engine results, one list per unit with one result per window of the unit."""
         decoding = replace(self.options.decoding, language=language)
         if not self.pack:
-            return list(self.engine.transcribe_batch(windows, decoding, language)[0])
-        packs = [build_pack(windows, indices) for indices in plan_packs(windows)]
-        with_words = replace(decoding, word_timestamps=True)  # segments are split between files by word
-        packed, _, _ = self.engine.transcribe_batch([pack.window for pack in packs], with_words, language)
-        results: list[Any] = [None] * len(windows)
-        for pack, result in zip(packs, packed):
-            for part, part_result in zip(pack.parts, unpack(pack, result)):
-                results[part.index] = part_result if decoding.word_timestamps else _without_words(part_result)
-        return results
-
-    def _by_language(self, batch: list[WindowMessage]) -> dict[str | None, list[WindowMessage]]:
-        """Group windows by their file's language, detecting it (batched) for new files."""
-        unknown = [m for m in batch if m.job.language is None]
-        firsts = list({id(m.job): m for m in unknown}.values())
-        if firsts:
-            for message, (language, probability) in zip(
-                firsts, self.engine.detect_languages([m.window for m in firsts])
-            ):
-                message.job.language, message.job.language_probability = language, probability
-        groups: dict[str | None, list[WindowMessage]] = {}
-        for message in batch:
-            groups.setdefault(message.job.language, []).append(message)
-        return groups
+            results = self.engine.transcribe_batch([unit[0].window for unit in units], decoding, language)[0]
+            return [[result] for result in results]
+        packs = [build_pack([m.window for m in unit], list(range(len(unit)))) for unit in units]
+        return decode_packs(self.engine, packs, decoding, language)
 
     def _close(self, job: FileJob) -> int:
         if job.done:
@@ -205,13 +309,12 @@ def run_pipeline(
     pack: bool = False,
 ) -> None:
     """Transcribe every job; `finish(job)` is called once per job, from the engine thread."""
-    inbox: queue.Queue[Message] = queue.Queue(maxsize=max(4, options.batch_size * 3))
     pump = EnginePump(engine, options, finish, file_timeout, jobs, pack)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
     try:
-        for job in jobs:
-            pool.submit(decode_job, job, options, inbox)
-        pump.run(inbox, len(jobs))
+        for job in sorted(jobs, key=lambda job: job.index):
+            pool.submit(decode_job, job, options, pump.gate)
+        pump.run(len(jobs))
     finally:
         for job in jobs:
             job.cancelled.set()
