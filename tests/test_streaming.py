@@ -179,3 +179,13 @@ def test_agreed_prefix_ignores_case_and_punctuation() -> None:
         return [Word(i, i + 1, " " + w, 1.0) for i, w in enumerate(text.split())]
 
     assert [w.word for w in agreed_prefix(words("ask not what"), words("Ask not, where is"))] == [" Ask", " not,"]
+
+
+@pytest.mark.base
+def test_multilingual_stream_detects_language(http: TestClient) -> None:
+    item = fleurs("de")[0]
+    audio = np.concatenate([decode_audio(DATA / item["file"]), np.zeros(SAMPLE_RATE, np.float32)])
+    events = stream(http, pcm16(audio), "&model=base", pace=4.0)
+    assert events[0]["language"] is None
+    check_protocol(events)
+    assert word_error_rate([item["reference"]], [events[-1]["text"]], "de") < 0.4, events[-1]["text"]

@@ -110,7 +110,7 @@ class WhisperEngine:
         """
         results, language, probability = self._decode(windows, options, language)
         active = list(range(len(results)))
-        for _ in range(MAX_TAIL_ROUNDS):
+        for _ in range(MAX_TAIL_ROUNDS if options.retry_tail else 0):
             tails = {index: tail for index in active if (tail := untranscribed_tail(results[index])) is not None}
             if not tails:
                 break

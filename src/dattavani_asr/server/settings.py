@@ -33,6 +33,7 @@ class ServerSettings(BaseSettings):
     cpu_threads: int = Field(0, ge=0)
     cache_dir: Path | None = None
     beam_size: int = Field(5, ge=1, le=16)
+    stream_beam_size: int = Field(1, ge=1, le=16, description="beam size of live streams (greedy is cheapest)")
     trim_encoder: bool = Field(
         True, description="encode short windows without padding them to 30 s: about 2x faster on 10-s clips"
     )

@@ -28,6 +28,11 @@ from ..vad import speech_spans
 from .batcher import DynamicBatcher, Priority
 
 Event = dict[str, Any]
+# A detected language is kept for the session once it is likely on enough speech; until then each
+# decode detects again (Whisper's detection on a second or two of speech is often wrong).
+LANGUAGE_CONFIDENCE = 0.8
+LANGUAGE_MIN_SECONDS = 2.0
+LANGUAGE_SECONDS = 10.0
 ENCODINGS: dict[str, np.dtype[Any]] = {"pcm_s16le": np.dtype("<i2"), "pcm_f32le": np.dtype("<f4")}
 
 
@@ -125,7 +130,12 @@ class StreamSession:
     def __init__(self, batcher: DynamicBatcher, decoding: DecodingOptions, policy: StreamPolicy | None = None):
         self.batcher = batcher
         self.decoding = replace(
-            decoding, word_timestamps=True, trim_encoder=True, temperatures=(0.0, 0.4), initial_prompt=None
+            decoding,
+            word_timestamps=True,
+            trim_encoder=True,
+            retry_tail=False,
+            temperatures=(0.0, 0.4),
+            initial_prompt=None,
         )
         self.policy = policy or StreamPolicy()
         self.session_id = uuid.uuid4().hex
@@ -204,7 +214,7 @@ class StreamSession:
         samples = round((end - self.buffer_start) * SAMPLE_RATE)
         started = time.perf_counter()
         window = AudioWindow(self.buffer_start, self.buffer[:samples].copy())
-        [future] = self.batcher.submit([window], self.decoding, Priority.STREAM)
+        [future] = self.batcher.submit([window], self._options_for(window), Priority.STREAM)
         result = future.result(timeout=120)
         self._decode_seconds = time.perf_counter() - started
         self._last_decode_at = self.audio_received
@@ -221,12 +231,25 @@ class StreamSession:
                 return words[size:]
         return words
 
+    def _options_for(self, window: AudioWindow) -> DecodingOptions:
+        """Batches mix sessions, so the language is settled before decoding: detected on this window
+        until the session has heard enough speech to keep a detection (short snippets mislead it)."""
+        if self.decoding.language is not None:
+            return self.decoding
+        [(language, probability)] = self.batcher.engine.detect_languages([window])
+        confident = probability >= LANGUAGE_CONFIDENCE and window.duration >= LANGUAGE_MIN_SECONDS
+        if confident or window.duration >= LANGUAGE_SECONDS:
+            self.decoding = replace(self.decoding, language=language)
+        return replace(self.decoding, language=language)
+
     def _finalise(self, utterance_start: float, cut: float) -> Event | None:
         previous = self._previous
-        if previous is not None and abs(previous.covers_until - cut) <= 0.25 and previous.words:
-            words = [w for w in previous.words if w.start < cut]  # the last decode already heard it all
+        heard = [w for w in previous.words if w.start < cut] if previous is not None else []
+        settled = self.decoding.language is not None
+        if previous is not None and abs(previous.covers_until - cut) <= 0.25 and heard and settled:
+            words = heard  # the last decode already heard it all
         else:
-            words = self._decode_until(cut)
+            words = self._decode_until(cut) or heard  # never lose words a partial showed
         self.committed_until = cut
         self._previous = None
         self._trim(cut)

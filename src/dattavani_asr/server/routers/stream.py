@@ -46,10 +46,9 @@ class _Inbox:
 
 
 def _decoding(state: ServerState, params: dict[str, str], multilingual: bool) -> DecodingOptions:
-    language = params.get("language") or (None if multilingual else "en")
-    if multilingual and language is None:
-        language = "en"  # detection per utterance is unreliable on 1-s snippets; clients should say
-    return DecodingOptions(task=params.get("task", "transcribe"), language=language, beam_size=state.settings.beam_size)
+    language = params.get("language") or (None if multilingual else "en")  # None: detected on the first speech
+    task = params.get("task", "transcribe")
+    return DecodingOptions(task=task, language=language, beam_size=state.settings.stream_beam_size)
 
 
 async def _refuse(websocket: WebSocket, error: APIError, close_code: int) -> None:
