@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from conftest import DATA, JFK, fleurs, load_manifest
+from dattavani_asr import Transcriber
 from dattavani_asr.audio import SAMPLE_RATE, decode_audio
 from dattavani_asr.evaluation import word_error_rate
 from dattavani_asr.server import ServerSettings, create_app
@@ -60,7 +61,7 @@ def check_protocol(events: list[dict[str, Any]]) -> None:
     finals = [event for event in events if event["type"] == "final"]
     assert events[-1]["text"] == " ".join(final["text"] for final in finals)
     for before, after in itertools.pairwise(finals):
-        assert before["end"] <= after["start"] + 0.05  # finals never overlap: nothing committed is revised
+        assert before["end"] <= after["start"]  # finals never overlap: nothing committed is revised
     received = [event["audio_received"] for event in events[1:]]
     assert received == sorted(received)
     for final in finals:
@@ -148,9 +149,8 @@ def test_abrupt_disconnect_leaves_the_server_healthy(http: TestClient) -> None:
     assert "country" in stream(http, audio + bytes(32000))[-1]["text"].lower()
 
 
-def test_concurrent_sessions_each_get_their_own_transcript(http: TestClient) -> None:
+def test_concurrent_sessions_each_get_their_own_transcript(http: TestClient, tiny: Transcriber) -> None:
     clips = [JFK, *(DATA / item["file"] for item in fleurs("en")[:3])]
-    references = [JFK_REFERENCE, *(item["reference"] for item in fleurs("en")[:3])]
     results: dict[int, str] = {}
 
     def run(index: int, path: Path) -> None:
@@ -162,8 +162,9 @@ def test_concurrent_sessions_each_get_their_own_transcript(http: TestClient) -> 
         thread.start()
     for thread in threads:
         thread.join()
-    for index, reference in enumerate(references):
-        assert word_error_rate([reference], [results[index]], "en") < 0.25, (reference, results[index])
+    for index, path in enumerate(clips):
+        offline = tiny.transcribe(path).text  # live finals stay close to the offline transcript
+        assert word_error_rate([offline], [results[index]], "en") < 0.2, (offline, results[index])
 
 
 def test_pcm_decoder_keeps_partial_samples() -> None:

@@ -31,6 +31,7 @@ Event = dict[str, Any]
 # A detected language is kept for the session once it is likely on enough speech; until then each
 # decode detects again (Whisper's detection on a second or two of speech is often wrong).
 LANGUAGE_CONFIDENCE = 0.8
+MAX_WINDOW_SECONDS = 29.5
 LANGUAGE_MIN_SECONDS = 2.0
 LANGUAGE_SECONDS = 10.0
 ENCODINGS: dict[str, np.dtype[Any]] = {"pcm_s16le": np.dtype("<i2"), "pcm_f32le": np.dtype("<f4")}
@@ -45,6 +46,8 @@ class StreamPolicy:
     max_step: float = 3.0  # the step grows up to this when compute falls behind
     end_silence: float = 0.25  # silence after speech that ends an utterance
     max_utterance: float = 10.0  # beyond this, stable words are committed without a pause
+    min_utterance: float = 1.0  # shorter speech waits for a longer pause before it is final
+    short_utterance_silence: float = 0.8
     commit_margin: float = 1.0  # committed words end at least this long before the newest audio
     lead: float = 0.3  # audio kept before the speech onset
     context: float = 1.5  # committed audio decoded again before the next utterance
@@ -149,6 +152,7 @@ class StreamSession:
         self._previous: _Hypothesis | None = None
         self._decode_seconds = 0.0
         self.last_update_audio = 0.0  # audio_received when the last update started
+        self.last_final_end = 0.0
         self.pending_errors: list[Event] = []
 
     @property
@@ -173,8 +177,9 @@ class StreamSession:
         """Events for the audio received so far; `ending` finalises whatever speech is left."""
         self.last_update_audio = self.audio_received
         spans = self._speech()
-        if not spans:
+        if not spans:  # silence (or too little speech to tell yet): keep only the last second
             self._previous = None
+            self.committed_until = max(self.committed_until, self.buffer_end - 1.0)
             self._trim(self.buffer_end)
             return []
         cut = self._utterance_end(spans, ending)
@@ -190,16 +195,23 @@ class StreamSession:
         return [(max(start, self.committed_until), end) for start, end in spans if end > self.committed_until + 0.05]
 
     def _utterance_end(self, spans: list[tuple[float, float]], ending: bool) -> float | None:
-        """Where the first finished utterance ends, if one has ended."""
+        """Where the first finished utterance ends, if one has ended.
+
+        A pause ends an utterance; a very short one (a lone word) waits for a longer pause, since a
+        word decoded on its own is often misheard.
+        """
+        start = spans[0][0]
         for (_, end), (next_start, _) in itertools.pairwise(spans):
-            if next_start - end >= self.policy.end_silence:
+            if next_start - end >= self._silence_needed(end - start):
                 return end + min(self.policy.tail, (next_start - end) / 2)
         last_end = spans[-1][1]
-        if ending:
-            return self.buffer_end
-        if self.buffer_end - last_end >= self.policy.end_silence:
+        if ending or self.buffer_end - last_end >= self._silence_needed(last_end - start):
             return min(self.buffer_end, last_end + self.policy.tail)
         return None
+
+    def _silence_needed(self, utterance_seconds: float) -> float:
+        short = utterance_seconds < self.policy.min_utterance
+        return self.policy.short_utterance_silence if short else self.policy.end_silence
 
     def _trim(self, utterance_start: float) -> None:
         """Drop audio older than the context kept before the current utterance."""
@@ -209,12 +221,21 @@ class StreamSession:
             self.buffer = self.buffer[samples:]
             self.buffer_start += samples / SAMPLE_RATE
 
-    def _decode_until(self, end: float) -> list[Word]:
-        """Words of the uncommitted speech up to `end`, decoded with the kept context before it."""
-        samples = round((end - self.buffer_start) * SAMPLE_RATE)
+    def _decode_until(self, end: float, *, context: bool = True, final: bool = False) -> list[Word]:
+        """Words of the uncommitted speech up to `end`, decoded with the kept context before it.
+
+        A final decode re-decodes what Whisper leaves out after stopping early (retry_tail):
+        with context audio before the utterance, stopping after the context would lose it.
+        """
+        start = self.buffer_start if context else max(self.buffer_start, self.committed_until - self.policy.lead)
+        if end - start > MAX_WINDOW_SECONDS:  # far behind: drop the context, then the newest audio
+            start = max(start, self.committed_until - self.policy.lead)
+            end = min(end, start + MAX_WINDOW_SECONDS)
+        first, last = (round((t - self.buffer_start) * SAMPLE_RATE) for t in (start, end))
+        window = AudioWindow(start, self.buffer[first:last].copy())
+        options = replace(self._options_for(window), retry_tail=final)
         started = time.perf_counter()
-        window = AudioWindow(self.buffer_start, self.buffer[:samples].copy())
-        [future] = self.batcher.submit([window], self._options_for(window), Priority.STREAM)
+        [future] = self.batcher.submit([window], options, Priority.STREAM)
         result = future.result(timeout=120)
         self._decode_seconds = time.perf_counter() - started
         self._last_decode_at = self.audio_received
@@ -227,7 +248,8 @@ class StreamSession:
             return words
         tail = [_norm(word) for word in self.finals[-1].split()]
         for size in range(min(3, len(tail), len(words)), 0, -1):
-            if [_norm(w.word) for w in words[:size]] == tail[-size:] and words[0].start - self.committed_until < 0.6:
+            near = words[0].start - self.committed_until < self.policy.context
+            if near and [_norm(w.word) for w in words[:size]] == tail[-size:]:
                 return words[size:]
         return words
 
@@ -246,10 +268,15 @@ class StreamSession:
         previous = self._previous
         heard = [w for w in previous.words if w.start < cut] if previous is not None else []
         settled = self.decoding.language is not None
-        if previous is not None and abs(previous.covers_until - cut) <= 0.25 and heard and settled:
+        covered = previous is not None and cut - self.policy.tail + 0.05 <= previous.covers_until <= cut + 1.0
+        if covered and heard and settled:
             words = heard  # the last decode already heard it all
         else:
-            words = self._decode_until(cut) or heard  # never lose words a partial showed
+            words = (
+                self._decode_until(cut, final=True)
+                or self._decode_until(cut, context=False, final=True)
+                or heard  # never lose words a partial showed
+            )
         self.committed_until = cut
         self._previous = None
         self._trim(cut)
@@ -291,6 +318,9 @@ class StreamSession:
         text = _text(words)
         if not text:
             return None
+        floor = self.last_final_end  # alignment may time a first word a little early: never overlap
+        words = [replace(w, start=max(w.start, floor), end=max(w.end, floor)) for w in words]
+        self.last_final_end = words[-1].end
         self.finals.append(text)
         return {
             "type": "final",
