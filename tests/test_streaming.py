@@ -190,3 +190,26 @@ def test_multilingual_stream_detects_language(http: TestClient) -> None:
     assert events[0]["language"] is None
     check_protocol(events)
     assert word_error_rate([item["reference"]], [events[-1]["text"]], "de") < 0.4, events[-1]["text"]
+
+
+def test_buffer_stays_bounded_over_long_silence_and_speech(http: TestClient) -> None:
+    from dattavani_asr.options import DecodingOptions
+    from dattavani_asr.server.streaming import StreamSession
+
+    state = http.app.state.server  # type: ignore[attr-defined]
+    with state.models.use("tiny.en") as entry:
+        session = StreamSession(entry.batcher, DecodingOptions(language="en", beam_size=1))
+        noise = (np.random.default_rng(1).standard_normal(SAMPLE_RATE) * 1e-4).astype(np.float32)
+        peaks = []
+        for _ in range(120):  # two minutes of near-silence
+            session.feed(noise)
+            session.update()
+            peaks.append(session.buffer.shape[0] / SAMPLE_RATE)
+        speech = decode_audio(JFK)
+        for second in range(0, speech.shape[0], SAMPLE_RATE):
+            session.feed(speech[second : second + SAMPLE_RATE])
+            session.update()
+            peaks.append(session.buffer.shape[0] / SAMPLE_RATE)
+        done = session.finish()[-1]
+    assert max(peaks[:120]) <= 3.0 and max(peaks) <= 15.0
+    assert "country" in done["text"].lower() and done["audio_received"] == pytest.approx(131.0, abs=0.1)
