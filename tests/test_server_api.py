@@ -223,7 +223,8 @@ def test_api_keys_rate_limit_and_upload_limit(tmp_path: Path) -> None:
         limited = http.get("/v1/models", headers=good)
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
         assert limited.json()["error"]["type"] == "rate_limit_error"
-    kept = [path for path in tmp_path.rglob("*") if path.is_file() and "sqlite" not in path.name and path.name != ".lock"]
+    state_files = ("jobs.sqlite3", "jobs.sqlite3-wal", "jobs.sqlite3-shm", ".lock")
+    kept = [path for path in tmp_path.rglob("*") if path.is_file() and path.name not in state_files]
     assert kept == []  # nothing of the refused upload stayed behind
 
 
@@ -267,3 +268,24 @@ def test_busy_server_answers_429(tmp_path: Path) -> None:
         for thread in threads:
             thread.join()
     assert errors and errors[0].response.headers["retry-after"]
+
+
+def test_cors_preflight_when_configured(tmp_path: Path) -> None:
+    with _app_client(tmp_path, cors_origins=["http://captions.example"]) as http:
+        response = http.options(
+            "/v1/audio/transcriptions",
+            headers={"Origin": "http://captions.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert response.headers["access-control-allow-origin"] == "http://captions.example"
+        other = http.get("/health", headers={"Origin": "http://elsewhere.example"})
+        assert "access-control-allow-origin" not in other.headers
+
+
+def test_unloadable_default_model_is_503(tmp_path: Path) -> None:
+    with _app_client(tmp_path, default_model="no-such-model") as http:
+        assert http.get("/health").status_code == 200
+        ready = http.get("/ready")
+        assert ready.status_code == 503 and "no-such-model" in ready.json()["error"]
+        with JFK.open("rb") as handle:
+            response = http.post("/v1/audio/transcriptions", files={"file": handle})
+        assert response.status_code == 503 and response.json()["error"]["code"] == "model_unavailable"
