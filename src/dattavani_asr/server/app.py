@@ -14,7 +14,7 @@ from .errors import install_handlers
 from .metrics import Metrics
 from .model_manager import ModelManager
 from .observability import RequestContextMiddleware, setup_tracing
-from .routers import audio, models, ops, stream
+from .routers import audio, models, ops, stream, web
 from .security import Authenticator, BodyLimitMiddleware
 from .service import TranscriptionService
 from .settings import ServerSettings, load_server_settings
@@ -79,7 +79,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.state.server = state
     app.state.log = log
     install_handlers(app)
-    for router in (ops.router, audio.router, models.router, _jobs_router(), stream.router):
+    for router in (ops.router, audio.router, models.router, _jobs_router(), stream.router, web.router):
         app.include_router(router)
     if settings.cors_origins:
         app.add_middleware(
