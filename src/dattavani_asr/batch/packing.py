@@ -12,6 +12,7 @@ seconds of its speech without a word, a loop) is decoded again on its own (`deco
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 PACK_SECONDS = 27.0  # leave Whisper room at the window's end: it drops words that end close to 30 s
 GAP_SECONDS = 1.0
 TAIL_PAD = 0.5  # windows end this long after the speech VAD heard (VadOptions.tail_pad_s)
-MAX_SILENCE = 3.0  # seconds of a part's speech without a word before it is decoded again alone
+MAX_STRETCH = 2.5  # seconds of a part's speech without a word boundary before it is decoded again alone
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,11 @@ def fits(
 
 
 def plan_packs(windows: list[AudioWindow], limit: float = PACK_SECONDS, gap: float = GAP_SECONDS) -> list[list[int]]:
-    """Group window indices, in order, so each group's audio plus gaps fits in `limit` seconds."""
+    """Group window indices, in order, so each group's audio plus gaps fits in `limit` seconds.
+
+    In order rather than best fit: packs filled closer to the limit (first fit decreasing) saved
+    a tenth of the packs but cost accuracy on the FLEURS clips (tiny.en and base).
+    """
     groups: list[list[int]] = []
     for index, window in enumerate(windows):
         if groups and fits([windows[i] for i in groups[-1]], window, limit, gap):
@@ -147,25 +152,28 @@ def _repeats(words: Sequence[str], times: int = 3, longest: int = 6) -> bool:
     return False
 
 
-def _longest_silence(result: WindowResult) -> float:
-    """The longest stretch of the part's speech with no word: before the first, between, after the last."""
+def _widest_stretch(result: WindowResult) -> float:
+    """The longest stretch of the part's speech without a word boundary: a pause before the first
+    word, between words or after the last, or one word (the alignment stretches the last word it
+    has over speech the decoder skipped)."""
     window = result.window
     words = [word for segment in result.segments for word in segment.words]
     edges = [window.offset + window.speech_start, *(t for w in words for t in (w.start, w.end)), window.end - TAIL_PAD]
-    return max(later - earlier for earlier, later in zip(edges[::2], edges[1::2]))
+    return max(later - earlier for earlier, later in itertools.pairwise(edges))
 
 
 def part_doubt(result: WindowResult, options: DecodingOptions) -> str | None:
     """Why one part's share of a packed result is not to be trusted, or None.
 
     Windows hold speech from VAD onset to 0.5 s after its end, with pauses of at most 2 s inside,
-    so a part with no words or a long stretch without words lost words at a pack boundary (or the
-    packed decoding stopped early or skipped it); a repetitive text is a decoding loop.
+    so a part with no words, or with a long stretch without a word boundary (a pause, or one word
+    stretched by the alignment over skipped speech), lost words at a pack boundary or where the
+    packed decoding stopped early; a repetitive text is a decoding loop.
     """
     words = [word for segment in result.segments for word in segment.words]
     if not words:
         return "empty"
-    if _longest_silence(result) > MAX_SILENCE:
+    if _widest_stretch(result) > MAX_STRETCH:
         return "uncovered"
     text = "".join(word.word for word in words)
     if compression_ratio(text) > options.compression_ratio_threshold or _repeats(text.lower().split()):

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 BATCH_WAIT_SECONDS = 0.05
 IDLE_WAIT_SECONDS = 0.5
+STARVED_SECONDS = 1.0  # decode a partial batch once the decoders have released nothing for this long
 HOLD_BATCHES = 6  # windows held for later files: this many batches' worth
 Message = WindowMessage | EndMessage
 Unit = list[WindowMessage]  # what takes one slot of an engine batch: one window, or the windows of one pack
@@ -65,9 +66,12 @@ class WindowGate:
         """Every job's messages were released (or dropped, for jobs that ended early)."""
         return self._cursor >= len(self._jobs)
 
-    def reached_at(self, job: FileJob) -> float | None:
-        """When the engine started reading this job's windows (None while later jobs are ahead)."""
-        return self._reached.get(job.index)
+    def reading(self) -> tuple[FileJob, float] | None:
+        """The job whose windows are being released (the cursor), and since when."""
+        if self.exhausted:
+            return None
+        job = self._jobs[self._cursor]
+        return job, self._reached[job.index]
 
     def put(self, message: Message) -> bool:
         """Block until the message may be held (bounded memory), unless its job is cancelled."""
@@ -173,7 +177,7 @@ class EnginePump:
         self.gate = WindowGate(jobs, limit=max(8, options.batch_size * HOLD_BATCHES))
         self.open: dict[str | None, Unit] = {}  # packs being filled, per language
         self.ready: list[Unit] = []  # closed packs (or single windows) waiting for the engine
-        self.starved = False  # the last intake released no window
+        self.last_release = time.monotonic()
 
     def run(self, jobs_total: int) -> None:
         finished = 0
@@ -189,7 +193,8 @@ class EnginePump:
         wait = BATCH_WAIT_SECONDS if self.ready else IDLE_WAIT_SECONDS
         messages = self.gate.take(self.options.batch_size * 4, wait)
         windows = [m for m in messages if isinstance(m, WindowMessage) and not m.job.done]
-        self.starved = not windows
+        if windows:
+            self.last_release = time.monotonic()
         self._detect_languages(windows)
         ended = 0
         for message in messages:
@@ -213,10 +218,18 @@ class EnginePump:
         unit.append(message)
 
     def _take_units(self) -> list[Unit]:
-        """A batch when one is full, or whatever is ready when the decoders are behind or done."""
+        """The next engine batch: a full one, else what is ready once the decoders are done or stalled.
+
+        Batches are much cheaper per window than single windows (the decoder steps are shared),
+        so a partial batch waits for more windows unless the decoders have released nothing for
+        STARVED_SECONDS (slow sources); after the last window, what remains is split evenly.
+        """
         size = self.options.batch_size
-        if len(self.ready) < size and not (self.starved or self.gate.exhausted):
+        starved = time.monotonic() - self.last_release >= STARVED_SECONDS
+        if len(self.ready) < size and not (starved or self.gate.exhausted):
             return []
+        if self.gate.exhausted:
+            size = -(-len(self.ready) // -(-len(self.ready) // size)) if self.ready else size
         units, self.ready = self.ready[:size], self.ready[size:]
         units = [[m for m in unit if not m.job.done] for unit in units]
         return [unit for unit in units if unit]
@@ -241,25 +254,26 @@ class EnginePump:
         return self._close(job) if job.complete else 0
 
     def _timed_out(self, job: FileJob) -> FileTimeoutError | None:
-        """Timed out: longer than --file-timeout since both its decoding began and the engine reached it.
+        """Timed out: still being read --file-timeout seconds after both its decoding began and the
+        engine began to wait for it.
 
-        A file whose windows wait for earlier files is not timed out for that wait.
+        Only the job being read can hold the others up, so only it is timed out: not a file whose
+        windows wait for earlier files, nor one whose windows all wait for the engine.
         """
-        reached = self.gate.reached_at(job)
-        if self.file_timeout is None or reached is None or job.started is None:
+        reading = self.gate.reading()
+        if self.file_timeout is None or reading is None or reading[0] is not job or job.started is None:
             return None
-        if time.monotonic() - max(job.started, reached) <= self.file_timeout:
+        if time.monotonic() - max(job.started, reading[1]) <= self.file_timeout:
             return None
         return FileTimeoutError(f"{job.item.uri}: gave up after {self.file_timeout:g} s (--file-timeout)")
 
     def _expire(self) -> int:
-        ended = 0
-        for job in self.jobs:
-            timeout = None if job.done else self._timed_out(job)
-            if timeout is not None:
-                job.error = timeout
-                ended += self._close(job)
-        return ended
+        reading = self.gate.reading()
+        timeout = None if reading is None or reading[0].done else self._timed_out(reading[0])
+        if reading is None or timeout is None:
+            return 0
+        reading[0].error = timeout
+        return self._close(reading[0])
 
     def _transcribe(self, units: list[Unit]) -> int:
         ended = 0

@@ -37,7 +37,7 @@ class BatchConfig:
     max_attempts: int = 3
     file_timeout: float | None = None
     state_dir: Path | None = None
-    pack: bool = False  # see packing.py: faster on short files, but not yet deterministic
+    pack: bool = True  # short files share Whisper's 30-s windows (packing.py); False: one file per window
     ray_address: str | None = None
     ray_replicas: int | None = None
 

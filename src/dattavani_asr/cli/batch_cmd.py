@@ -31,8 +31,8 @@ def batch(
     batch_size: Annotated[int | None, typer.Option(min=1, max=64, help="Windows per engine batch")] = None,
     beam_size: Annotated[int | None, typer.Option(min=1, max=16)] = None,
     pack: Annotated[
-        bool, typer.Option("--pack/--no-pack", help="Share 30-s windows between short files (faster, experimental)")
-    ] = False,
+        bool, typer.Option("--pack/--no-pack", help="Let short files share Whisper's 30-s windows (faster)")
+    ] = True,
     ray: Annotated[str | None, typer.Option("--ray", metavar="ADDRESS", help="local, auto or ray://host:10001")] = None,
     ray_replicas: Annotated[int | None, typer.Option(min=1, help="Engine replicas on the Ray cluster")] = None,
     config: ConfigOption = None,
