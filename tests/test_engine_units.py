@@ -84,3 +84,15 @@ def test_merge_cuts_long_runs_at_the_widest_pause() -> None:
     ]
     windows = merge_spans(spans, max_window_s=30.0, max_gap_s=2.0)
     assert windows == [Span(0, 18 * sr), Span(19 * sr + sr // 2, 33 * sr)]
+
+
+def test_echoed_segment_squeezed_into_no_time_is_dropped() -> None:
+    from dattavani_asr.engine.segments import drop_echoes
+    from dattavani_asr.engine.windows import RawSegment
+
+    said = RawSegment(1.02, 3.08, (), " And so my fellow Americans.")
+    echo = RawSegment(3.08, 3.12, (), " And so my fellow Americans.")
+    spoken_again = RawSegment(3.2, 5.1, (), " and so, my fellow Americans!")
+    assert drop_echoes([said, echo]) == [said]
+    assert drop_echoes([said, spoken_again]) == [said, spoken_again]
+    assert drop_echoes([echo]) == [echo]

@@ -79,4 +79,30 @@ def split_segments(tokens: tuple[int, ...], window: AudioWindow, tokenizer: Any)
             )
         )
         previous_end = finish
-    return segments
+    return drop_echoes(segments)
+
+
+SECONDS_PER_WORD_FLOOR = 0.1
+
+
+def drop_echoes(segments: list[RawSegment]) -> list[RawSegment]:
+    """Drop a segment that repeats the one before it in far too little time to have been spoken.
+
+    Near the end of a short (trimmed) encoder context Whisper may emit the whole previous sentence
+    again, squeezed into a few hundredths of a second; a repetition really spoken keeps its length.
+    """
+    kept: list[RawSegment] = []
+    for segment in segments:
+        words = segment.text.split()
+        too_fast = segment.end - segment.start < SECONDS_PER_WORD_FLOOR * len(words)
+        if kept and too_fast and _same_words(kept[-1].text, segment.text):
+            continue
+        kept.append(segment)
+    return kept
+
+
+def _same_words(first: str, second: str) -> bool:
+    def normal(text: str) -> list[str]:
+        return ["".join(c for c in word.lower() if c.isalnum()) for word in text.split()]
+
+    return normal(first) == normal(second)

@@ -32,6 +32,7 @@ Event = dict[str, Any]
 # decode detects again (Whisper's detection on a second or two of speech is often wrong).
 LANGUAGE_CONFIDENCE = 0.8
 MAX_WINDOW_SECONDS = 29.5
+REMAINDER_SECONDS = 1.5
 LANGUAGE_MIN_SECONDS = 2.0
 LANGUAGE_SECONDS = 10.0
 ENCODINGS: dict[str, np.dtype[Any]] = {"pcm_s16le": np.dtype("<i2"), "pcm_f32le": np.dtype("<f4")}
@@ -46,7 +47,7 @@ class StreamPolicy:
     max_step: float = 3.0  # the step grows up to this when compute falls behind
     end_silence: float = 0.25  # silence after speech that ends an utterance
     max_utterance: float = 10.0  # beyond this, stable words are committed without a pause
-    min_utterance: float = 1.0  # shorter speech waits for a longer pause before it is final
+    min_utterance: float = 1.5  # shorter speech waits for a longer pause before it is final
     short_utterance_silence: float = 0.8
     commit_margin: float = 1.0  # committed words end at least this long before the newest audio
     lead: float = 0.3  # audio kept before the speech onset
@@ -221,26 +222,33 @@ class StreamSession:
             self.buffer = self.buffer[samples:]
             self.buffer_start += samples / SAMPLE_RATE
 
-    def _decode_until(self, end: float, *, context: bool = True, final: bool = False) -> list[Word]:
-        """Words of the uncommitted speech up to `end`, decoded with the kept context before it.
+    def _decode_until(self, end: float, since: float | None = None) -> list[Word]:
+        """Words spoken after `since` (default: the committed point) and before `end`.
 
-        A final decode re-decodes what Whisper leaves out after stopping early (retry_tail):
-        with context audio before the utterance, stopping after the context would lose it.
+        Without `since`, the window starts with the kept context before the committed point; with
+        it, just `policy.lead` before `since`.
         """
-        start = self.buffer_start if context else max(self.buffer_start, self.committed_until - self.policy.lead)
+        since = self.committed_until if since is None else since
+        start = self.buffer_start if since == self.committed_until else max(self.buffer_start, since - self.policy.lead)
         if end - start > MAX_WINDOW_SECONDS:  # far behind: drop the context, then the newest audio
-            start = max(start, self.committed_until - self.policy.lead)
+            start = max(start, since - self.policy.lead)
             end = min(end, start + MAX_WINDOW_SECONDS)
         first, last = (round((t - self.buffer_start) * SAMPLE_RATE) for t in (start, end))
         window = AudioWindow(start, self.buffer[first:last].copy())
-        options = replace(self._options_for(window), retry_tail=final)
         started = time.perf_counter()
-        [future] = self.batcher.submit([window], options, Priority.STREAM)
+        [future] = self.batcher.submit([window], self._options_for(window), Priority.STREAM)
         result = future.result(timeout=120)
         self._decode_seconds = time.perf_counter() - started
         self._last_decode_at = self.audio_received
-        words = [w for w in _words(result) if (w.start + w.end) / 2 >= self.committed_until and w.start < end]
+        words = [w for w in _words(result) if (w.start + w.end) / 2 >= since and w.start < end]
         return self._without_repeated_tail(words)
+
+    def _final_words(self, cut: float) -> list[Word]:
+        """The utterance's words; what Whisper left out after stopping early is decoded on its own."""
+        words = self._decode_until(cut) or self._decode_until(cut, since=self.committed_until + 1e-3)
+        if words and cut - words[-1].end > REMAINDER_SECONDS:
+            words += self._decode_until(cut, since=words[-1].end)
+        return words
 
     def _without_repeated_tail(self, words: list[Word]) -> list[Word]:
         """Drop leading words that repeat the end of the last final (the context, timed a little late)."""
@@ -269,14 +277,8 @@ class StreamSession:
         heard = [w for w in previous.words if w.start < cut] if previous is not None else []
         settled = self.decoding.language is not None
         covered = previous is not None and cut - self.policy.tail + 0.05 <= previous.covers_until <= cut + 1.0
-        if covered and heard and settled:
-            words = heard  # the last decode already heard it all
-        else:
-            words = (
-                self._decode_until(cut, final=True)
-                or self._decode_until(cut, context=False, final=True)
-                or heard  # never lose words a partial showed
-            )
+        # Reuse the last decode when it already heard it all; never lose words a partial showed.
+        words = heard if covered and heard and settled else (self._final_words(cut) or heard)
         self.committed_until = cut
         self._previous = None
         self._trim(cut)
