@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 BATCH_WAIT_SECONDS = 0.05
 IDLE_WAIT_SECONDS = 0.5
 STARVED_SECONDS = 1.0  # decode a partial batch once the decoders have released nothing for this long
-HOLD_BATCHES = 6  # windows held for later files: this many batches' worth
+SAMPLING_SEED = 0
+HOLD_BATCHES = 3  # windows held for later files (and queued by the file being read): this many batches' worth
 Message = WindowMessage | EndMessage
 Unit = list[WindowMessage]  # what takes one slot of an engine batch: one window, or the windows of one pack
 
@@ -312,6 +313,17 @@ class EnginePump:
         return 1
 
 
+def _seed_sampling() -> None:
+    """Seed CTranslate2's sampling (temperature fallback), which otherwise draws from system entropy.
+
+    Its generator is seeded once per thread, at first use: this makes a run in a fresh process
+    (the CLI) sample the same way every time, not a second run in the same process.
+    """
+    import ctranslate2
+
+    ctranslate2.set_random_seed(SAMPLING_SEED)
+
+
 def run_pipeline(
     jobs: list[FileJob],
     engine: Any,
@@ -323,6 +335,7 @@ def run_pipeline(
     pack: bool = False,
 ) -> None:
     """Transcribe every job; `finish(job)` is called once per job, from the engine thread."""
+    _seed_sampling()
     pump = EnginePump(engine, options, finish, file_timeout, jobs, pack)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
     try:
