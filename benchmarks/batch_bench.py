@@ -62,11 +62,12 @@ from transcribe_bench import (
     versions_text,
 )
 
-SYSTEMS = ("ours", "ours-no-pack", "faster-whisper", "faster-whisper-batched", "openai-whisper")
-OURS = ("ours", "ours-no-pack")
+SYSTEMS = ("ours", "ours-no-pack", "ours-trim", "faster-whisper", "faster-whisper-batched", "openai-whisper")
+OURS = ("ours", "ours-no-pack", "ours-trim")
 LABELS = {
     "ours": "Dattavani ASR `batch --pack`",
     "ours-no-pack": "Dattavani ASR `batch --no-pack`",
+    "ours-trim": "Dattavani ASR `batch --no-pack --trim-encoder`",
     "faster-whisper": "faster-whisper `WhisperModel` int8, loop",
     "faster-whisper-batched": f"faster-whisper `BatchedInferencePipeline` int8, batch {BATCH_SIZE}, loop",
     "openai-whisper": "openai-whisper CLI fp32, one process per file",
@@ -240,11 +241,12 @@ def single_language(files: list[BatchFile]) -> str | None:
     return languages.pop() if len(languages) == 1 else None
 
 
-def ours_command(args: argparse.Namespace, folder: Path, out: Path, result: Path, pack: bool) -> list[str]:
+def ours_command(args: argparse.Namespace, folder: Path, out: Path, result: Path, system: str) -> list[str]:
     cli = ["batch", str(folder), "--output-dir", str(out), "-f", "txt", "--model", args.model]
     cli += ["--beam-size", str(args.beam_size)]
     cli += ["--language", args.language] if args.language else []
-    cli += ["--pack"] if pack else ["--no-pack"]
+    cli += ["--pack"] if system == "ours" else ["--no-pack"]
+    cli += ["--trim-encoder"] if system == "ours-trim" else ["--no-trim-encoder"]
     return [sys.executable, "-c", OURS_WRAPPER, str(result), args.model, *cli]
 
 
@@ -252,7 +254,7 @@ def run_ours(system: str, args: argparse.Namespace, files: list[BatchFile], fold
     """`dattavani-asr batch` on the folder in a fresh process; texts read back from the output dir."""
     with tempfile.TemporaryDirectory(prefix="dattavani-batch-out-") as tmp:
         out, result_path = Path(tmp) / "out", Path(tmp) / "result.json"
-        command = ours_command(args, folder, out, result_path, pack=system == "ours")
+        command = ours_command(args, folder, out, result_path, system)
         process = timed_process(command, child_env(args.threads))
         summary_path = out / "batch-summary.json"
         if process["rc"] != 0 or not result_path.is_file() or not summary_path.is_file():

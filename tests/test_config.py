@@ -265,3 +265,13 @@ def test_config_init(tmp_path: Path) -> None:
     assert forced.returncode == 0, forced.stderr
     assert target.read_text(encoding="utf-8") == template()
     assert sorted(p.name for p in tmp_path.iterdir()) == [CONFIG_FILENAME]
+
+
+def test_trim_encoder_from_environment_reaches_the_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dattavani_asr.cli.transcribe_cmd import TranscribeJob
+
+    monkeypatch.setenv("DATTAVANI_TRIM_ENCODER", "true")
+    settings = load_settings()
+    assert settings.trim_encoder is True
+    job = TranscribeJob(settings, output=None, quiet=True, start=None, end=None, channel=None)
+    assert job.options.decoding.trim_encoder is True

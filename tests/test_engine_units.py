@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from itertools import pairwise
+from typing import Any
 
 import numpy as np
 
+from conftest import DATA
 from dattavani_asr.chunking import AudioStats, speech_windows
 from dattavani_asr.engine.segments import cut_repetition_loops
 from dattavani_asr.vad import Span, fixed_windows, merge_spans, pad_windows
@@ -96,3 +98,18 @@ def test_echoed_segment_squeezed_into_no_time_is_dropped() -> None:
     assert drop_echoes([said, echo]) == [said]
     assert drop_echoes([said, spoken_again]) == [said, spoken_again]
     assert drop_echoes([echo]) == [echo]
+
+
+def test_trimmed_window_decodes_the_same_alone_or_batched(tiny: Any) -> None:
+    from dattavani_asr.audio import decode_audio
+    from dattavani_asr.engine import AudioWindow
+    from dattavani_asr.options import DecodingOptions
+
+    engine = tiny.engine()
+    clip = AudioWindow(0.0, decode_audio(DATA / "fleurs" / "fleurs-en-001.ogg"))
+    long = AudioWindow(0.0, decode_audio(DATA / "fleurs" / "fleurs-en-002.ogg"))
+    options = DecodingOptions(language="en", trim_encoder=True)
+    [alone], _, _ = engine.transcribe_batch([clip], options, "en")
+    together, _, _ = engine.transcribe_batch([long, clip], options, "en")
+    assert together[1].decoded.text == alone.decoded.text
+    assert "capital letter" in together[1].decoded.text and "Sintra" in together[0].decoded.text

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     formats: list[str] = Field(default_factory=lambda: ["txt"])
     output_dir: Path | None = None
     word_timestamps: bool = False
+    trim_encoder: bool = Field(False, description="encode short windows without padding to 30 s (faster)")
     vad: bool = True
     initial_prompt: str | None = None
     hotwords: str | None = None

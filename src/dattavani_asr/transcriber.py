@@ -51,6 +51,7 @@ def make_options(
     batch_size: int = 8,
     fallback_model: str | None = None,
     min_confidence: float = 0.6,
+    trim_encoder: bool = False,
 ) -> TranscribeOptions:
     """Build frozen options from the keyword arguments most callers use."""
     decoding = DecodingOptions(
@@ -60,6 +61,7 @@ def make_options(
         word_timestamps=word_timestamps,
         initial_prompt=initial_prompt,
         hotwords=hotwords,
+        trim_encoder=trim_encoder,
     )
     if temperatures is not None:
         decoding = replace(decoding, temperatures=temperatures)

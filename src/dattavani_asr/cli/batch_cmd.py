@@ -33,6 +33,10 @@ def batch(
     pack: Annotated[
         bool, typer.Option("--pack/--no-pack", help="Let short files share Whisper's 30-s windows (faster)")
     ] = True,
+    trim_encoder: Annotated[
+        bool | None,
+        typer.Option("--trim-encoder/--no-trim-encoder", help="Encode short windows without padding to 30 s"),
+    ] = None,
     ray: Annotated[str | None, typer.Option("--ray", metavar="ADDRESS", help="local, auto or ray://host:10001")] = None,
     ray_replicas: Annotated[int | None, typer.Option(min=1, help="Engine replicas on the Ray cluster")] = None,
     config: ConfigOption = None,
@@ -40,7 +44,7 @@ def batch(
     """Transcribe many files; re-running the same command redoes nothing that is done."""
     settings = settings_for(
         config, model=model, language=language, formats=output_format, output_dir=output_dir,
-        batch_size=batch_size, beam_size=beam_size,
+        batch_size=batch_size, beam_size=beam_size, trim_encoder=trim_encoder,
     )  # fmt: skip
     run_config = BatchConfig(
         specs=sources,
@@ -61,7 +65,7 @@ def batch(
     options = make_options(
         language=settings.language, task=settings.task, beam_size=settings.beam_size,
         word_timestamps=settings.word_timestamps, vad=settings.vad, initial_prompt=settings.initial_prompt,
-        hotwords=settings.hotwords, batch_size=settings.batch_size,
+        hotwords=settings.hotwords, batch_size=settings.batch_size, trim_encoder=settings.trim_encoder,
     )  # fmt: skip
     run = BatchRun(run_config, transcriber, options)
     summary = _run_with_progress(run)

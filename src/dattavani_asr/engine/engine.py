@@ -15,6 +15,7 @@ from .decoding import (
     confidence,
     decode_with_fallback,
     encode,
+    encoder_seconds,
     is_silence,
     trimmed,
     window_features,
@@ -123,6 +124,24 @@ class WhisperEngine:
         return results, language, probability
 
     def _decode(
+        self, windows: list[AudioWindow], options: DecodingOptions, language: str | None
+    ) -> tuple[list[WindowResult], str, float]:
+        """Trimmed windows are decoded in groups of equal encoder context, so a window's text never
+        depends on which other windows share its batch."""
+        if not options.trim_encoder:
+            return self._decode_group(windows, options, language)
+        groups: dict[float, list[int]] = defaultdict(list)
+        for index, window in enumerate(windows):
+            groups[encoder_seconds(window)].append(index)
+        results: list[WindowResult | None] = [None] * len(windows)
+        probability = 1.0
+        for indices in groups.values():
+            group, language, probability = self._decode_group([windows[i] for i in indices], options, language)
+            for index, result in zip(indices, group):
+                results[index] = result
+        return [result for result in results if result is not None], language or "en", probability
+
+    def _decode_group(
         self, windows: list[AudioWindow], options: DecodingOptions, language: str | None
     ) -> tuple[list[WindowResult], str, float]:
         features = window_features(self.model, windows)
