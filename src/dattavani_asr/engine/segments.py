@@ -65,7 +65,7 @@ def split_segments(tokens: tuple[int, ...], window: AudioWindow, tokenizer: Any)
     for start, end, run_tokens in _timed_runs(content, tokenizer.timestamp_begin):
         text_tokens = cut_repetition_loops(run_tokens)
         text = tokenizer.decode(text_tokens)
-        if not text.strip():
+        if not any(character.isalnum() for character in text):  # blank, or only punctuation ('. . .')
             continue
         begin = min(max(start if start is not None else previous_end, previous_end), window.duration)
         finish = min(end if end is not None else window.duration, window.duration)
