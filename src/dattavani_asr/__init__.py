@@ -15,6 +15,7 @@ from .errors import (
     ModelError,
     NoAudioStreamError,
     OutputError,
+    StreamError,
     UndecodableAudioError,
     UnreadablePathError,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "NoAudioStreamError",
     "OutputError",
     "Segment",
+    "StreamError",
     "Timings",
     "TranscribeOptions",
     "Transcriber",

@@ -55,3 +55,9 @@ class OutputError(DattavaniError):
     """A transcript could not be written."""
 
     exit_code = 10
+
+
+class StreamError(DattavaniError):
+    """A live stream could not be opened or was refused (dead URL, wrong key, bad parameters)."""
+
+    exit_code = 11

@@ -97,12 +97,13 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def _register_subcommands() -> None:
-    from . import batch_cmd, info_cmd, models_cmd, serve_cmd
+    from . import batch_cmd, info_cmd, models_cmd, serve_cmd, stream_cmd
 
     app.add_typer(models_cmd.app, name="models")
     app.add_typer(info_cmd.config_app, name="config")
     app.command("batch")(batch_cmd.batch)
     app.command("serve")(serve_cmd.serve)
+    app.command("stream")(stream_cmd.stream)
     app.command("formats")(info_cmd.formats)
     app.command("health-check")(info_cmd.health_check)
 
