@@ -28,9 +28,9 @@ BatchObserver = Callable[[int, float], None]
 class Priority(IntEnum):
     """Lower runs first: interactive requests go ahead of background jobs."""
 
-    INTERACTIVE = 0
-    STREAM = 0
-    JOB = 1
+    INTERACTIVE = 0  # HTTP requests and live finals: someone is waiting for this answer
+    PARTIAL = 1  # live partial hypotheses: useful, but a final or a request goes first
+    JOB = 2
 
 
 @dataclass(order=True)

@@ -45,7 +45,7 @@ class StreamPolicy:
     check_interval: float = 0.1  # how often VAD looks for an utterance end
     step: float = 0.5  # new audio between partial decodes
     max_step: float = 3.0  # the step grows up to this when compute falls behind
-    end_silence: float = 0.25  # silence after speech that ends an utterance
+    end_silence: float = 0.2  # silence after speech that ends an utterance
     max_utterance: float = 10.0  # beyond this, stable words are committed without a pause
     min_utterance: float = 1.5  # shorter speech waits for a longer pause before it is final
     short_utterance_silence: float = 0.8
@@ -53,7 +53,7 @@ class StreamPolicy:
     lead: float = 0.3  # audio kept before the speech onset
     context: float = 1.5  # committed audio decoded again before the next utterance
     tail: float = 0.15  # audio kept after the speech end when an utterance is finalised
-    vad: VadOptions = field(default_factory=lambda: VadOptions(min_silence_ms=200, speech_pad_ms=50, min_speech_ms=150))
+    vad: VadOptions = field(default_factory=lambda: VadOptions(min_silence_ms=160, speech_pad_ms=50, min_speech_ms=150))
 
 
 class PcmDecoder:
@@ -222,7 +222,7 @@ class StreamSession:
             self.buffer = self.buffer[samples:]
             self.buffer_start += samples / SAMPLE_RATE
 
-    def _decode_until(self, end: float, since: float | None = None) -> list[Word]:
+    def _decode_until(self, end: float, since: float | None = None, priority: int = Priority.INTERACTIVE) -> list[Word]:
         """Words spoken after `since` (default: the committed point) and before `end`.
 
         Without `since`, the window starts with the kept context before the committed point; with
@@ -236,7 +236,7 @@ class StreamSession:
         first, last = (round((t - self.buffer_start) * SAMPLE_RATE) for t in (start, end))
         window = AudioWindow(start, self.buffer[first:last].copy())
         started = time.perf_counter()
-        [future] = self.batcher.submit([window], self._options_for(window), Priority.STREAM)
+        [future] = self.batcher.submit([window], self._options_for(window), priority)
         result = future.result(timeout=120)
         self._decode_seconds = time.perf_counter() - started
         self._last_decode_at = self.audio_received
@@ -293,7 +293,7 @@ class StreamSession:
         if not (due or (paused and not covered)):
             return []
         decoded_until = self.buffer_end
-        words = self._decode_until(decoded_until)
+        words = self._decode_until(decoded_until, priority=Priority.PARTIAL)
         self._adapt_step()
         events = self._commit_stable(words, spans[0][0], decoded_until)
         if events:
@@ -350,7 +350,7 @@ class StreamSession:
     def _adapt_step(self) -> None:
         """Decode less often when a decode takes longer than the step (never drift behind)."""
         policy = self.policy
-        self.step = min(policy.max_step, max(policy.step, self._decode_seconds * 1.5))
+        self.step = min(policy.max_step, max(policy.step, self._decode_seconds * 2.0))
 
     def finish(self) -> list[Event]:
         """After the client's `end`: finals for all remaining speech, then `done`."""
