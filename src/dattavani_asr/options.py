@@ -54,6 +54,7 @@ class DecodingOptions:
     # Encode only the audio plus a margin instead of a full 30-s window (whisper.cpp's audio_ctx):
     # a 10-s window costs about half the encoder time; slightly less accurate on some languages.
     trim_encoder: bool = False
+    min_encoder_seconds: float = 0.0  # smallest trimmed context: windows of many lengths then share batches
     # Decode again the rest of a window after Whisper stopped early (see WhisperEngine.transcribe_batch).
     # Live streams turn it off: their windows end mid-speech by design.
     retry_tail: bool = True

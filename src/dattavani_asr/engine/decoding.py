@@ -46,19 +46,19 @@ def window_features(model: LoadedModel, windows: Sequence[AudioWindow]) -> np.nd
     return batch
 
 
-def encoder_seconds(window: AudioWindow) -> float:
+def encoder_seconds(window: AudioWindow, floor: float = 0.0) -> float:
     """Encoder context of a trimmed window: its audio plus a margin, rounded up to a bucket.
 
     Buckets make the context (and so the transcript) of a window independent of which other
     windows share its batch, as long as batches are formed per bucket (the server's batcher does).
     """
     needed = window.duration + TRIM_MARGIN_SECONDS
-    return min(30.0, math.ceil(needed / TRIM_BUCKET_SECONDS) * TRIM_BUCKET_SECONDS)
+    return min(30.0, max(floor, math.ceil(needed / TRIM_BUCKET_SECONDS) * TRIM_BUCKET_SECONDS))
 
 
-def trimmed(features: np.ndarray, windows: Sequence[AudioWindow]) -> np.ndarray:
+def trimmed(features: np.ndarray, windows: Sequence[AudioWindow], floor: float = 0.0) -> np.ndarray:
     """Features cut to the largest encoder context in the batch (at most 30 s)."""
-    frames = round(max(encoder_seconds(window) for window in windows) * 100)
+    frames = round(max(encoder_seconds(window, floor) for window in windows) * 100)
     return np.ascontiguousarray(features[:, :, : min(features.shape[2], frames)])
 
 

@@ -132,7 +132,7 @@ class WhisperEngine:
             return self._decode_group(windows, options, language)
         groups: dict[float, list[int]] = defaultdict(list)
         for index, window in enumerate(windows):
-            groups[encoder_seconds(window)].append(index)
+            groups[encoder_seconds(window, options.min_encoder_seconds)].append(index)
         results: list[WindowResult | None] = [None] * len(windows)
         probability = 1.0
         for indices in groups.values():
@@ -146,7 +146,7 @@ class WhisperEngine:
     ) -> tuple[list[WindowResult], str, float]:
         features = window_features(self.model, windows)
         if options.trim_encoder:
-            features = trimmed(features, windows)
+            features = trimmed(features, windows, options.min_encoder_seconds)
         encoded = encode(self.model, features)
         probability = 1.0
         language = language or options.language

@@ -44,7 +44,8 @@ class _Item:
 
 def _batch_key(item: _Item) -> tuple[DecodingOptions, float]:
     """Windows share a batch only with the same options (and encoder context, when trimmed)."""
-    return item.options, encoder_seconds(item.window) if item.options.trim_encoder else 30.0
+    options = item.options
+    return options, encoder_seconds(item.window, options.min_encoder_seconds) if options.trim_encoder else 30.0
 
 
 class BatcherStopped(RuntimeError):

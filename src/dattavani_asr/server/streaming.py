@@ -32,6 +32,7 @@ Event = dict[str, Any]
 # decode detects again (Whisper's detection on a second or two of speech is often wrong).
 LANGUAGE_CONFIDENCE = 0.8
 MAX_WINDOW_SECONDS = 29.5
+STREAM_ENCODER_SECONDS = 15.0  # utterances up to 10 s of all sessions share one encoder context
 REMAINDER_SECONDS = 1.5
 LANGUAGE_MIN_SECONDS = 2.0
 LANGUAGE_SECONDS = 10.0
@@ -137,6 +138,7 @@ class StreamSession:
             decoding,
             word_timestamps=True,
             trim_encoder=True,
+            min_encoder_seconds=STREAM_ENCODER_SECONDS,
             retry_tail=False,
             temperatures=(0.0, 0.4),
             initial_prompt=None,
