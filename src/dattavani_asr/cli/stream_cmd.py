@@ -172,7 +172,7 @@ def _chunks(source: str, sample_rate: int, encoding: str) -> tuple[Any, int, str
 def stream(
     source: Annotated[str, typer.Argument(help="Audio/video file, or - for raw mono PCM on stdin")],
     url: Annotated[str | None, typer.Option(help="ws://host:port/v1/stream (default: an in-process engine)")] = None,
-    api_key: Annotated[str | None, typer.Option(help="API key of the server", envvar="DATTAVANI_API_KEY")] = None,
+    api_key: Annotated[str | None, typer.Option(help="API key of the server")] = None,
     fast: Annotated[bool, typer.Option("--fast", help="Send as fast as possible instead of at real time")] = False,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Default: the server's default")] = None,
     language: Annotated[str | None, typer.Option("--language", "-l", help="ISO code; default: detect")] = None,
