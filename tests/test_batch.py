@@ -23,7 +23,15 @@ from conftest import DATA, JFK, fleurs
 from dattavani_asr import Transcriber, make_options
 from dattavani_asr.batch import BatchConfig, BatchRun
 from dattavani_asr.batch.jobs import EndMessage, FileJob, WindowMessage
-from dattavani_asr.batch.packing import build_pack, decode_packs, part_doubt, plan_packs, unpack
+from dattavani_asr.batch.packing import (
+    batch_trims_encoder,
+    build_pack,
+    decode_packs,
+    pack_limit,
+    part_doubt,
+    plan_packs,
+    unpack,
+)
 from dattavani_asr.batch.pipeline import WindowGate
 from dattavani_asr.engine.windows import AudioWindow, Decoded, RawSegment, WindowResult
 from dattavani_asr.evaluation import word_error_rate
@@ -60,8 +68,9 @@ def _references() -> dict[str, str]:
     return refs
 
 
-def _run(tiny: Transcriber, sources: list[str], out: Path, **config: Any) -> Any:
-    run = BatchRun(BatchConfig(specs=sources, formats=["txt", "json"], output_dir=out, **config), tiny, make_options())
+def _run(tiny: Transcriber, sources: list[str], out: Path, trim_encoder: bool = False, **config: Any) -> Any:
+    options = make_options(trim_encoder=trim_encoder)
+    run = BatchRun(BatchConfig(specs=sources, formats=["txt", "json"], output_dir=out, **config), tiny, options)
     return run.run()
 
 
@@ -190,13 +199,22 @@ def test_local_sink_mirrors_relative_paths(tmp_path: Path) -> None:
     assert LocalSink(tmp_path).path_for(item, "vtt") == tmp_path / "a" / "b.vtt"
 
 
-def test_packed_run_keeps_accuracy(tiny: Transcriber, archive: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("trim_encoder", [False, True], ids=["full-encoder", "trimmed-encoder"])
+def test_packed_run_keeps_accuracy(tiny: Transcriber, archive: Path, tmp_path: Path, trim_encoder: bool) -> None:
     (archive / "broken.mp3").unlink()
     out = tmp_path / "out"
-    summary = _run(tiny, [str(archive)], out, pack=True)
+    summary = _run(tiny, [str(archive)], out, trim_encoder=trim_encoder, pack=True)
     assert (summary.done, summary.failed) == (6, 0)
     assert _wer_of(out) < 0.15
     assert len(list(out.rglob("*.txt"))) == 6
+
+
+def test_trimmed_encoder_packs_short_windows_and_is_the_default_for_english_only_models() -> None:
+    assert pack_limit(trim_encoder=True) < 15.0
+    assert 25.0 < pack_limit(trim_encoder=False) < 30.0
+    assert batch_trims_encoder(None, "tiny.en") and batch_trims_encoder(None, "/models/faster-whisper-tiny.en/")
+    assert not batch_trims_encoder(None, "base") and not batch_trims_encoder(None, "Systran/faster-whisper-small")
+    assert batch_trims_encoder(True, "base") and not batch_trims_encoder(False, "tiny.en")
 
 
 def test_local_sink_removes_temp_files_left_by_a_killed_run(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from itertools import pairwise
 from typing import Any
 
 import numpy as np
+import pytest
 
 from conftest import DATA
 from dattavani_asr.chunking import AudioStats, speech_windows
@@ -113,3 +114,29 @@ def test_trimmed_window_decodes_the_same_alone_or_batched(tiny: Any) -> None:
     together, _, _ = engine.transcribe_batch([long, clip], options, "en")
     assert together[1].decoded.text == alone.decoded.text
     assert "capital letter" in together[1].decoded.text and "Sintra" in together[0].decoded.text
+
+
+def test_batched_encoder_output_equals_each_window_encoded_alone(tiny: Any) -> None:
+    """On a CPU a batch is encoded window by window (faster there); the output must not change."""
+    from dattavani_asr.audio import decode_audio
+    from dattavani_asr.engine import AudioWindow
+    from dattavani_asr.engine.decoding import encode, window_features
+
+    model = tiny.engine().model
+    windows = [AudioWindow(0.0, decode_audio(DATA / "fleurs" / f"fleurs-en-00{i}.ogg")) for i in (1, 2)]
+    features = window_features(model, windows)
+    together = np.asarray(encode(model, features))
+    alone = [np.asarray(encode(model, features[i : i + 1]))[0] for i in range(2)]
+    assert together.shape[0] == 2 and np.array_equal(together[0], alone[0]) and np.array_equal(together[1], alone[1])
+
+
+@pytest.mark.base
+def test_language_detection_on_trimmed_contexts_finds_each_clips_language(base: Any) -> None:
+    from dattavani_asr.audio import decode_audio
+    from dattavani_asr.engine import AudioWindow
+
+    languages = ["de", "en", "es", "fr", "pt"]
+    windows = [AudioWindow(0.0, decode_audio(DATA / "fleurs" / f"fleurs-{lang}-001.ogg")) for lang in languages]
+    detected = base.engine().detect_languages(windows)
+    assert [language for language, _ in detected] == languages
+    assert all(probability > 0.8 for _, probability in detected)

@@ -76,6 +76,22 @@ def test_windows_with_different_options_never_share_a_batch(manager: ModelManage
     assert sorted(recording.batches) == [[1.0], [2.0]]
 
 
+def test_batcher_load_is_the_busy_fraction_of_recent_time(manager: ModelManager) -> None:
+    """Live sessions read the load to space their partials out when others keep the engine busy."""
+    with manager.use("tiny.en") as entry:
+        batcher = DynamicBatcher(entry.engine, max_wait=0.0)
+        assert batcher.load() == 0.0
+        started = time.monotonic()
+        for future in batcher.submit([AudioWindow(float(i), decode_audio(JFK)) for i in range(3)], ENGLISH, 0):
+            future.result(60)
+        elapsed = time.monotonic() - started
+        busy = batcher.load(seconds=elapsed + 0.05)
+        time.sleep(0.2)
+        idle = batcher.load(seconds=0.1)
+        batcher.stop()
+    assert 0.6 < busy <= 1.0 and idle == 0.0
+
+
 def test_stopped_batcher_fails_pending_and_new_work(manager: ModelManager) -> None:
     with manager.use("tiny.en") as entry:
         batcher = DynamicBatcher(entry.engine)

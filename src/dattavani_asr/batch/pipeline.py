@@ -26,7 +26,7 @@ from ..chunking import speech_windows
 from ..errors import DattavaniError
 from ..options import TranscribeOptions
 from .jobs import EndMessage, FileJob, WindowMessage
-from .packing import build_pack, decode_packs, fits
+from .packing import build_pack, decode_packs, fits, pack_limit
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,8 @@ class EnginePump:
             self.ready.append([message])
             return
         unit = self.open.setdefault(message.job.language, [])
-        if unit and not fits([m.window for m in unit], message.window):
+        limit = pack_limit(self.options.decoding.trim_encoder)
+        if unit and not fits([m.window for m in unit], message.window, limit):
             self.ready.append(unit)
             unit = self.open[message.job.language] = []
         unit.append(message)

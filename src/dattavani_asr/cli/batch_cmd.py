@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ..batch import BatchConfig, BatchRun, BatchSummary
 from ..batch.jobs import FileJob
+from ..batch.packing import batch_trims_encoder
 from ..transcriber import Transcriber, make_options
 from ..writers import parse_formats
 from .app import ConfigOption, console, report, settings_for
@@ -35,7 +36,10 @@ def batch(
     ] = True,
     trim_encoder: Annotated[
         bool | None,
-        typer.Option("--trim-encoder/--no-trim-encoder", help="Encode short windows without padding to 30 s"),
+        typer.Option(
+            "--trim-encoder/--no-trim-encoder",
+            help="Encode short windows without padding to 30 s (default: English-only models)",
+        ),
     ] = None,
     ray: Annotated[str | None, typer.Option("--ray", metavar="ADDRESS", help="local, auto or ray://host:10001")] = None,
     ray_replicas: Annotated[int | None, typer.Option(min=1, help="Engine replicas on the Ray cluster")] = None,
@@ -65,7 +69,8 @@ def batch(
     options = make_options(
         language=settings.language, task=settings.task, beam_size=settings.beam_size,
         word_timestamps=settings.word_timestamps, vad=settings.vad, initial_prompt=settings.initial_prompt,
-        hotwords=settings.hotwords, batch_size=settings.batch_size, trim_encoder=settings.trim_encoder,
+        hotwords=settings.hotwords, batch_size=settings.batch_size,
+        trim_encoder=batch_trims_encoder(settings.trim_encoder, settings.model),
     )  # fmt: skip
     run = BatchRun(run_config, transcriber, options)
     summary = _run_with_progress(run)

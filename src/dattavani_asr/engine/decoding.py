@@ -63,10 +63,22 @@ def trimmed(features: np.ndarray, windows: Sequence[AudioWindow], floor: float =
 
 
 def encode(model: LoadedModel, features: np.ndarray) -> Any:
+    """Encoder output of a batch of features.
+
+    On a CPU the encoder is slower batched than one window at a time (15-s windows, batch 8:
+    1.41 s against 0.92 s here; 30-s windows: 4.2 s against 3.5 s): its attention works on
+    memory-bound matrices, so the windows are encoded one by one and the outputs joined
+    (identical values); the decoder still gets the whole batch.
+    """
     import ctranslate2
 
-    on_cpu = model.device == "cpu"
-    return model.whisper.encode(ctranslate2.StorageView.from_array(features), to_cpu=on_cpu)
+    if model.device != "cpu" or features.shape[0] == 1:
+        return model.whisper.encode(ctranslate2.StorageView.from_array(features), to_cpu=model.device == "cpu")
+    parts = [
+        np.asarray(model.whisper.encode(ctranslate2.StorageView.from_array(features[i : i + 1]), to_cpu=True))
+        for i in range(features.shape[0])
+    ]
+    return ctranslate2.StorageView.from_array(np.concatenate(parts))
 
 
 def build_prompt(tokenizer: Any, options: DecodingOptions) -> list[int]:

@@ -7,6 +7,7 @@ options (same model, task, language, beam...), most urgent priority first, oldes
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import threading
@@ -23,6 +24,7 @@ from ..options import DecodingOptions
 
 log = logging.getLogger(__name__)
 BatchObserver = Callable[[int, float], None]
+LOAD_SECONDS = 3.0  # how far back `load` looks
 
 
 class Priority(IntEnum):
@@ -65,6 +67,8 @@ class DynamicBatcher:
         self._sequence = itertools.count()
         self._stopped = False
         self.busy = False
+        self._running_since: float | None = None
+        self._busy_spans: collections.deque[tuple[float, float]] = collections.deque(maxlen=256)
         self._thread = threading.Thread(target=self._run, name=f"batcher-{engine.name}", daemon=True)
         self._thread.start()
 
@@ -72,6 +76,17 @@ class DynamicBatcher:
     def depth(self) -> int:
         """Windows waiting to be decoded."""
         return len(self._pending)
+
+    def load(self, seconds: float = LOAD_SECONDS) -> float:
+        """Fraction of the last `seconds` the engine spent decoding (0–1), counting a running batch."""
+        now = time.monotonic()
+        since = now - seconds
+        spans = list(self._busy_spans)
+        running = self._running_since
+        if running is not None:
+            spans.append((running, now))
+        busy = sum(max(0.0, end - max(start, since)) for start, end in spans if end > since)
+        return min(1.0, busy / seconds)
 
     def submit(self, windows: list[AudioWindow], options: DecodingOptions, priority: int) -> list[Future[WindowResult]]:
         futures: list[Future[WindowResult]] = []
@@ -134,6 +149,7 @@ class DynamicBatcher:
         options = batch[0].options
         started = time.perf_counter()
         self.busy = True
+        self._running_since = time.monotonic()
         try:
             results, _, _ = self.engine.transcribe_batch([item.window for item in batch], options, options.language)
         except Exception as exc:  # handed to every caller of this batch
@@ -143,6 +159,8 @@ class DynamicBatcher:
             return
         finally:
             self.busy = False
+            self._busy_spans.append((self._running_since, time.monotonic()))
+            self._running_since = None
         for item, result in zip(batch, results):
             item.future.set_result(result)
         if self.observer is not None:

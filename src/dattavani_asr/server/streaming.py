@@ -11,6 +11,7 @@ stream runs. Every decode goes through the model's shared DynamicBatcher.
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import time
 import uuid
@@ -28,12 +29,19 @@ from ..vad import speech_spans
 from .batcher import DynamicBatcher, Priority
 
 Event = dict[str, Any]
+logger = logging.getLogger(__name__)
 # A detected language is kept for the session once it is likely on enough speech; until then each
 # decode detects again (Whisper's detection on a second or two of speech is often wrong).
 LANGUAGE_CONFIDENCE = 0.8
 MAX_WINDOW_SECONDS = 29.5
 STREAM_ENCODER_SECONDS = 15.0  # utterances up to 10 s of all sessions share one encoder context
 REMAINDER_SECONDS = 1.5
+# Speech that paused this long is decoded at once, so the final can reuse the decode if the pause lasts.
+PAUSE_SECONDS = 0.05
+MIN_HEARD_SPEECH_SECONDS = 0.4  # speech Whisper should have found a word in
+OWN_DECODE_SHARE = 1.25  # a session decodes at most 80 % of the time
+BUSY_LOAD = 0.4  # engine load by other sessions above which partials come less often
+HEARD_PAUSE_SECONDS = 0.25  # silence after the last word that shows a decode heard an utterance end
 LANGUAGE_MIN_SECONDS = 2.0
 LANGUAGE_SECONDS = 10.0
 ENCODINGS: dict[str, np.dtype[Any]] = {"pcm_s16le": np.dtype("<i2"), "pcm_f32le": np.dtype("<f4")}
@@ -54,7 +62,7 @@ class StreamPolicy:
     lead: float = 0.3  # audio kept before the speech onset
     context: float = 1.5  # committed audio decoded again before the next utterance
     tail: float = 0.15  # audio kept after the speech end when an utterance is finalised
-    vad: VadOptions = field(default_factory=lambda: VadOptions(min_silence_ms=160, speech_pad_ms=50, min_speech_ms=150))
+    vad: VadOptions = field(default_factory=lambda: VadOptions(min_silence_ms=100, speech_pad_ms=50, min_speech_ms=150))
 
 
 class PcmDecoder:
@@ -153,6 +161,7 @@ class StreamSession:
         self.step = self.policy.step
         self._last_decode_at = -1.0
         self._previous: _Hypothesis | None = None
+        self._without_context = False  # this utterance is decoded without the committed audio before it
         self._decode_seconds = 0.0
         self.last_update_audio = 0.0  # audio_received when the last update started
         self.last_final_end = 0.0
@@ -237,13 +246,20 @@ class StreamSession:
             end = min(end, start + MAX_WINDOW_SECONDS)
         first, last = (round((t - self.buffer_start) * SAMPLE_RATE) for t in (start, end))
         window = AudioWindow(start, self.buffer[first:last].copy())
+        options = self._options_for(window)
         started = time.perf_counter()
-        [future] = self.batcher.submit([window], self._options_for(window), priority)
+        [future] = self.batcher.submit([window], options, priority)
         result = future.result(timeout=120)
-        self._decode_seconds = time.perf_counter() - started
-        self._last_decode_at = self.audio_received
+        self._note_decode(time.perf_counter() - started)
+        logger.debug("decoded %.2f-%.2f s (priority %d) in %.3f s", start, end, priority, self._decode_seconds)
         words = [w for w in _words(result) if (w.start + w.end) / 2 >= since and w.start < end]
         return self._without_repeated_tail(words)
+
+    def _note_decode(self, seconds: float) -> None:
+        """Keep a smoothed decode time: one slow decode (a fallback, a busy moment) must not
+        stretch the step of every following update."""
+        first = self._decode_seconds == 0.0
+        self._decode_seconds = seconds if first else 0.7 * self._decode_seconds + 0.3 * seconds
 
     def _final_words(self, cut: float) -> list[Word]:
         """The utterance's words; what Whisper left out after stopping early is decoded on its own."""
@@ -278,25 +294,44 @@ class StreamSession:
         previous = self._previous
         heard = [w for w in previous.words if w.start < cut] if previous is not None else []
         settled = self.decoding.language is not None
-        covered = previous is not None and cut - self.policy.tail + 0.05 <= previous.covers_until <= cut + 1.0
+        covered = previous is not None and self._heard_the_end(previous, cut)
         # Reuse the last decode when it already heard it all; never lose words a partial showed.
         words = heard if covered and heard and settled else (self._final_words(cut) or heard)
         self.committed_until = cut
         self._previous = None
+        self._without_context = False
         self._trim(cut)
         return self._final_event(words)
+
+    def _heard_the_end(self, hypothesis: _Hypothesis, cut: float) -> bool:
+        """Whether a decode ending at `hypothesis.covers_until` already heard the whole utterance.
+
+        Silero marks the end of speech late (its pad, its smoothing), so a decode that stopped a
+        little before the VAD end still heard it all when Whisper's last word ended well before the
+        decode's end: the pause had begun.
+        """
+        if not cut - self.policy.tail - 0.25 <= hypothesis.covers_until <= cut + 1.0:
+            return False
+        vad_end = cut - self.policy.tail
+        if hypothesis.covers_until >= vad_end + 0.05:
+            return True
+        words = hypothesis.words
+        return bool(words) and hypothesis.covers_until - words[-1].end >= HEARD_PAUSE_SECONDS
 
     def _ongoing(self, spans: list[tuple[float, float]]) -> list[Event]:
         """Speech goes on: a partial every step (or as soon as speech pauses), committing stable words
         of a long utterance."""
-        paused = self.buffer_end - spans[-1][1] >= 0.1
+        paused = self.buffer_end - spans[-1][1] >= PAUSE_SECONDS
         covered = self._previous is not None and self._previous.covers_until >= spans[-1][1]
         due = self.audio_received - self._last_decode_at >= self.step
         if not (due or (paused and not covered)):
             return []
         decoded_until = self.buffer_end
-        words = self._decode_until(decoded_until, priority=Priority.PARTIAL)
+        self._last_decode_at = self.audio_received
+        words = self._partial_words(decoded_until, spans, Priority.PARTIAL)
         self._adapt_step()
+        if not words:  # too little speech for a word yet: look again sooner than a full step
+            self._last_decode_at -= self.step / 2
         events = self._commit_stable(words, spans[0][0], decoded_until)
         if events:
             words = [w for w in words if (w.start + w.end) / 2 >= self.committed_until]
@@ -305,6 +340,20 @@ class StreamSession:
         if words:
             events.append(self._partial_event(words))
         return events
+
+    def _partial_words(self, decoded_until: float, spans: list[tuple[float, float]], priority: int) -> list[Word]:
+        """The current hypothesis. When the context ends a sentence, Whisper sometimes stops there
+        and leaves the new speech out; the rest of the utterance is then decoded without it.
+
+        A decode when speech pauses gets the priority of a final: it is likely to become one.
+        """
+        if self._without_context:
+            return self._decode_until(decoded_until, since=self.committed_until + 1e-3, priority=priority)
+        words = self._decode_until(decoded_until, priority=priority)
+        if not words and spans[-1][1] - spans[0][0] >= MIN_HEARD_SPEECH_SECONDS:
+            self._without_context = True
+            return self._partial_words(decoded_until, spans, priority)
+        return words
 
     def _commit_stable(self, words: list[Word], utterance_start: float, decoded_until: float) -> list[Event]:
         """In a long utterance, the words two hypotheses agree on that end well before the newest audio."""
@@ -350,9 +399,13 @@ class StreamSession:
         return self.step > 2 * self.policy.step
 
     def _adapt_step(self) -> None:
-        """Decode less often when a decode takes longer than the step (never drift behind)."""
+        """Decode less often when decoding takes most of the step or the engine is busy with other
+        sessions (never drift behind; keep room for the finals, which are what people wait for)."""
         policy = self.policy
-        self.step = min(policy.max_step, max(policy.step, self._decode_seconds * 2.0))
+        own = min(1.0, self._decode_seconds / max(self.step, policy.step))
+        busy = max(0.0, self.batcher.load() - own - BUSY_LOAD) / (1.0 - BUSY_LOAD)
+        wanted = max(policy.step, self._decode_seconds * OWN_DECODE_SHARE) * (1.0 + 3.0 * busy)
+        self.step = min(policy.max_step, wanted)
 
     def finish(self) -> list[Event]:
         """After the client's `end`: finals for all remaining speech, then `done`."""

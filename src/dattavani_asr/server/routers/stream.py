@@ -156,12 +156,14 @@ async def _process(state: ServerState, websocket: WebSocket, session: StreamSess
         if inbox.ended:
             break
         lagging = session.lagging
+        started = asyncio.get_running_loop().time()
         events = await state.run(_update, session, inbox)
         await _send(websocket, events)
         if session.lagging != lagging:
             lag = {"type": "lag", "behind": _behind(session), "step": round(session.step, 2)}
             await _send(websocket, [lag | {"audio_received": session.audio_received}])
-        await asyncio.sleep(max(0.0, interval - 0.02))
+        # After a decode, look at the audio that came meanwhile at once (an utterance may have ended).
+        await asyncio.sleep(max(0.0, interval - 0.02 - (asyncio.get_running_loop().time() - started)))
     inbox.drain_into(session)
     await _send(websocket, await state.run(session.finish))
 
