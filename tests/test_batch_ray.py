@@ -49,10 +49,14 @@ def _state(out: Path) -> list[tuple[object, ...]]:
         return sorted(db.execute("SELECT uri, status, attempts, options, audio_seconds FROM files").fetchall())
 
 
-def test_ray_run_matches_local_run_and_resumes(tiny: Transcriber, clips: Path, tmp_path: Path) -> None:
-    """Without packing, window batches do not depend on timing, so outputs must be byte-identical."""
+def test_ray_run_matches_local_run_and_resumes(clips: Path, tmp_path: Path) -> None:
+    """Without packing, window batches do not depend on timing, so the outputs of one replica must
+    be byte-identical to a local run with the same threads. (Split over 2 replicas of 1 thread, the
+    batches and thread counts differ, and on some CPUs CTranslate2's results then differ in the last
+    bits: a timestamp by 0.06 s, a capital letter; test_ray_run_with_packing covers 2 replicas.)"""
+    tiny = Transcriber("tiny.en", device="cpu", cpu_threads=2)
     local = _run(tiny, clips, tmp_path / "local", pack=False)
-    remote = _run(tiny, clips, tmp_path / "ray", pack=False, ray_address="local", ray_replicas=2)
+    remote = _run(tiny, clips, tmp_path / "ray", pack=False, ray_address="local", ray_replicas=1)
     assert (remote.files, remote.done, remote.failed, remote.skipped) == (6, 6, 0, 0)
     assert (local.files, local.done) == (remote.files, remote.done)
     assert remote.audio_seconds == local.audio_seconds

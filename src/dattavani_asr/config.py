@@ -26,7 +26,9 @@ from .errors import ConfigError
 
 CONFIG_FILENAME = "dattavani-asr.toml"
 ENV_PREFIX = "DATTAVANI_"
-OPTIONAL_TEXT_FIELDS = ("cache_dir", "language", "output_dir", "initial_prompt", "hotwords", "fallback_model")
+OPTIONAL_FIELDS = (
+    "cache_dir", "language", "output_dir", "initial_prompt", "hotwords", "fallback_model", "trim_encoder",
+)  # fmt: skip
 
 
 class CommaListEnvSource(EnvSettingsSource):
@@ -72,7 +74,7 @@ class Settings(BaseSettings):
     def _split_formats(cls, value: Any) -> Any:
         return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
-    @field_validator(*OPTIONAL_TEXT_FIELDS, mode="before")
+    @field_validator(*OPTIONAL_FIELDS, mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         """`language = ""` (as the template shows unset keys) or `DATTAVANI_LANGUAGE=` mean: not set."""
