@@ -328,7 +328,7 @@ class StreamSession:
             return []
         decoded_until = self.buffer_end
         self._last_decode_at = self.audio_received
-        words = self._partial_words(decoded_until, spans, Priority.PARTIAL)
+        words = self._partial_words(decoded_until, spans)
         self._adapt_step()
         if not words:  # too little speech for a word yet: look again sooner than a full step
             self._last_decode_at -= self.step / 2
@@ -341,18 +341,15 @@ class StreamSession:
             events.append(self._partial_event(words))
         return events
 
-    def _partial_words(self, decoded_until: float, spans: list[tuple[float, float]], priority: int) -> list[Word]:
+    def _partial_words(self, decoded_until: float, spans: list[tuple[float, float]]) -> list[Word]:
         """The current hypothesis. When the context ends a sentence, Whisper sometimes stops there
-        and leaves the new speech out; the rest of the utterance is then decoded without it.
-
-        A decode when speech pauses gets the priority of a final: it is likely to become one.
-        """
+        and leaves the new speech out; the rest of the utterance is then decoded without it."""
         if self._without_context:
-            return self._decode_until(decoded_until, since=self.committed_until + 1e-3, priority=priority)
-        words = self._decode_until(decoded_until, priority=priority)
+            return self._decode_until(decoded_until, since=self.committed_until + 1e-3, priority=Priority.PARTIAL)
+        words = self._decode_until(decoded_until, priority=Priority.PARTIAL)
         if not words and spans[-1][1] - spans[0][0] >= MIN_HEARD_SPEECH_SECONDS:
             self._without_context = True
-            return self._partial_words(decoded_until, spans, priority)
+            return self._partial_words(decoded_until, spans)
         return words
 
     def _commit_stable(self, words: list[Word], utterance_start: float, decoded_until: float) -> list[Event]:
