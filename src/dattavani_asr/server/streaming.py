@@ -263,7 +263,7 @@ class StreamSession:
 
     def _final_words(self, cut: float) -> list[Word]:
         """The utterance's words; what Whisper left out after stopping early is decoded on its own."""
-        words = self._decode_until(cut) or self._decode_until(cut, since=self.committed_until + 1e-3)
+        words = self._utterance_words(cut, Priority.INTERACTIVE, retry=True)
         if words and cut - words[-1].end > REMAINDER_SECONDS:
             words += self._decode_until(cut, since=words[-1].end)
         return words
@@ -328,7 +328,8 @@ class StreamSession:
             return []
         decoded_until = self.buffer_end
         self._last_decode_at = self.audio_received
-        words = self._partial_words(decoded_until, spans)
+        heard = spans[-1][1] - spans[0][0] >= MIN_HEARD_SPEECH_SECONDS
+        words = self._utterance_words(decoded_until, Priority.PARTIAL, retry=heard)
         self._adapt_step()
         if not words:  # too little speech for a word yet: look again sooner than a full step
             self._last_decode_at -= self.step / 2
@@ -341,16 +342,16 @@ class StreamSession:
             events.append(self._partial_event(words))
         return events
 
-    def _partial_words(self, decoded_until: float, spans: list[tuple[float, float]]) -> list[Word]:
-        """The current hypothesis. When the context ends a sentence, Whisper sometimes stops there
-        and leaves the new speech out; the rest of the utterance is then decoded without it."""
-        if self._without_context:
-            return self._decode_until(decoded_until, since=self.committed_until + 1e-3, priority=Priority.PARTIAL)
-        words = self._decode_until(decoded_until, priority=Priority.PARTIAL)
-        if not words and spans[-1][1] - spans[0][0] >= MIN_HEARD_SPEECH_SECONDS:
+    def _utterance_words(self, end: float, priority: int, retry: bool) -> list[Word]:
+        """The utterance's words up to `end`, decoded after the kept context. Given that context,
+        Whisper sometimes stops at its sentence end and leaves the new speech out; then (`retry`)
+        the utterance is decoded without it, and stays so until its final."""
+        if not self._without_context:
+            words = self._decode_until(end, priority=priority)
+            if words or not retry:
+                return words
             self._without_context = True
-            return self._partial_words(decoded_until, spans)
-        return words
+        return self._decode_until(end, since=self.committed_until + 1e-3, priority=priority)
 
     def _commit_stable(self, words: list[Word], utterance_start: float, decoded_until: float) -> list[Event]:
         """In a long utterance, the words two hypotheses agree on that end well before the newest audio."""
