@@ -138,6 +138,10 @@ class _Handler(BaseHTTPRequestHandler):
         self, status: int, payload: Any = None, body: bytes | None = None, headers: dict[str, str] | None = None
     ) -> None:
         data = body if body is not None else json.dumps(payload if payload is not None else {}).encode()
+        # Logged before replying: a client may read the reply and check the log before this thread resumes.
+        parts = urlsplit(self.path)
+        query = {key: values[0] for key, values in parse_qs(parts.query).items()}
+        self.drive.log.append(Request(self.command, parts.path, query, self.headers.get("Range"), status, len(data)))
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream" if body is not None else "application/json")
         for key, value in (headers or {}).items():
@@ -145,9 +149,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
-        parts = urlsplit(self.path)
-        query = {key: values[0] for key, values in parse_qs(parts.query).items()}
-        self.drive.log.append(Request(self.command, parts.path, query, self.headers.get("Range"), status, len(data)))
 
     def _parsed(self) -> tuple[str, dict[str, str], bytes]:
         parts = urlsplit(self.path)

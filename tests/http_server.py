@@ -85,6 +85,9 @@ def _handler(state: FileServer) -> type[BaseHTTPRequestHandler]:
             self._reply(206, data[span[0] : span[1]], headers, with_body, range_header)
 
         def _reply(self, status: int, body: bytes, headers: dict[str, str], with_body: bool, rng: str | None) -> None:
+            # Logged before replying: a client may read the reply and check the log before this thread resumes.
+            sent = len(body) if with_body else 0
+            state.log.append(Served(self.command, self.path.split("?", 1)[0], rng, status, sent))
             self.send_response(status)
             for key, value in headers.items():
                 self.send_header(key, value)
@@ -92,8 +95,6 @@ def _handler(state: FileServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if with_body:
                 self.wfile.write(body)
-            sent = len(body) if with_body else 0
-            state.log.append(Served(self.command, self.path.split("?", 1)[0], rng, status, sent))
 
         def do_GET(self) -> None:
             self._send(with_body=True)
