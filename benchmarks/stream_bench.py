@@ -2,7 +2,10 @@
 
 Starts `dattavani-asr serve --preload tiny.en` in a subprocess (its own temporary data folder),
 waits for /health then /ready, and streams real English clips from ../shared/audio (joined with a
-second of silence between them) at real-time pace from 1, 4 and 8 concurrent sessions. Reports:
+second of silence between them) at real-time pace from 1, 4 and 8 concurrent sessions; session k
+starts with clip k (the clips rotated), so concurrent sessions pause at different moments, as
+different speakers do (`--same-audio`: every session streams the same audio, nearly in unison —
+the worst case, every final at once). Reports:
 
 - final latency: wall time a `final` arrived minus the wall time the audio at its `end` was sent
   (p50/p95/max over all finals of all sessions);
@@ -10,7 +13,7 @@ second of silence between them) at real-time pace from 1, 4 and 8 concurrent ses
   time the first word of a stretch of speech was sent to its first event;
 - lag: seconds of audio sent minus the event's `audio_received`;
 - WER of each session's `done` text against the references and against offline transcription of
-  the same audio (`Transcriber("tiny.en")`).
+  the same clips (`Transcriber("tiny.en")`, clip by clip).
 
 `--long 600` also streams 10 minutes (clips looped) in one session and reports the lag in the last
 minute and the server's RSS at the start and the end. The table ends with pass/fail per acceptance
@@ -69,6 +72,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sessions", default="1,4,8", help="comma-separated concurrent session counts ('' = none)")
     parser.add_argument("--long", type=float, default=0.0, help="seconds of one continuous stream (0 = skip)")
     parser.add_argument("--model", default="tiny.en")
+    parser.add_argument(
+        "--same-audio", action="store_true", help="every session streams the same clips in the same order (worst case)"
+    )
     parser.add_argument("--json", type=Path, help="write the measurements here")
     return parser.parse_args()
 
@@ -158,18 +164,19 @@ def wait_ready(base: str, process: subprocess.Popen[bytes], log_path: Path) -> N
             time.sleep(0.3)
 
 
-def run_sessions(url: str, audio: np.ndarray, count: int) -> tuple[list[StreamReport], list[str]]:
-    """`count` sessions streaming `audio` at real time, started STAGGER_SECONDS apart; (reports, failures)."""
-    reports: list[StreamReport] = []
+def run_sessions(url: str, audios: list[np.ndarray]) -> tuple[list[StreamReport | None], list[str]]:
+    """One session per audio, streamed at real time, started STAGGER_SECONDS apart; (reports in
+    the order of `audios`, None for a failed session; failures)."""
+    reports: list[StreamReport | None] = [None] * len(audios)
     failures: list[str] = []
 
-    def run() -> None:
+    def run(index: int) -> None:
         try:
-            reports.append(stream_pcm(url, chunks(audio), realtime=True, timeout=300))
+            reports[index] = stream_pcm(url, chunks(audios[index]), realtime=True, timeout=300)
         except Exception as exc:  # a failed session is a result, not a crash of the benchmark
             failures.append(f"{type(exc).__name__}: {exc}")
 
-    threads = [threading.Thread(target=run, name=f"session-{index}") for index in range(count)]
+    threads = [threading.Thread(target=run, args=(index,), name=f"session-{index}") for index in range(len(audios))]
     for thread in threads:
         thread.start()
         time.sleep(STAGGER_SECONDS)
@@ -178,16 +185,27 @@ def run_sessions(url: str, audio: np.ndarray, count: int) -> tuple[list[StreamRe
     return reports, failures
 
 
+def session_clips(clips: list[Clip], count: int, same_audio: bool) -> list[list[Clip]]:
+    """The clips each session streams: all of them, session k starting with clip k."""
+    return [
+        clips if same_audio else clips[index % len(clips) :] + clips[: index % len(clips)] for index in range(count)
+    ]
+
+
 def mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def summarise(reports: list[StreamReport], failures: list[str], reference: str, offline: str) -> dict[str, Any]:
+def summarise(
+    runs: list[StreamReport | None], failures: list[str], references: list[str], offline: list[str]
+) -> dict[str, Any]:
+    """Figures over all sessions; `references` and `offline` hold each session's expected texts."""
+    reports = [report for report in runs if report is not None]
+    expected = [(reference, text) for report, reference, text in zip(runs, references, offline) if report is not None]
     latencies = [value for report in reports for value in report.final_latencies()]
     gaps = [value for report in reports for value in report.update_gaps()[0]]
     onsets = [value for report in reports for value in report.update_gaps()[1]]
     lags = [lag for report in reports for _, lag in report.lags(until=report.ended_at)]
-    texts = [report.text for report in reports]
     return {
         "sessions": len(reports) + len(failures),
         "failed": failures,
@@ -203,8 +221,8 @@ def summarise(reports: list[StreamReport], failures: list[str], reference: str, 
         "first_partial_max": max(onsets, default=None),
         "lag_p95": percentile(lags, 95),
         "lag_max": max(lags, default=None),
-        "wer_reference": mean([word_error_rate([reference], [text], "en") for text in texts]),
-        "wer_vs_offline": mean([word_error_rate([offline], [text], "en") for text in texts]),
+        "wer_reference": mean([word_error_rate([ref], [r.text], "en") for r, (ref, _) in zip(reports, expected)]),
+        "wer_vs_offline": mean([word_error_rate([off], [r.text], "en") for r, (_, off) in zip(reports, expected)]),
     }
 
 
@@ -227,7 +245,7 @@ class RssSampler(threading.Thread):
 def long_run(url: str, process: psutil.Process, audio: np.ndarray) -> dict[str, Any]:
     sampler = RssSampler(process)
     sampler.start()
-    reports, failures = run_sessions(url, audio, 1)
+    [report], failures = run_sessions(url, [audio])
     sampler.stop.set()
     sampler.join()
     sampler.samples.append(RssSampler.rss(process))
@@ -238,9 +256,8 @@ def long_run(url: str, process: psutil.Process, audio: np.ndarray) -> dict[str, 
         "rss_max_mb": max(sampler.samples),
     }
     result["rss_growth_mb"] = result["rss_end_mb"] - result["rss_start_mb"]
-    if not reports:
+    if report is None:
         return result
-    report = reports[0]
     end = report.ended_at or report.sent_wall[-1]
     lags = report.lags(until=end)
     last_minute = [lag for wall, lag in lags if wall >= end - 60]
@@ -312,21 +329,27 @@ def print_table(results: dict[str, Any]) -> None:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     clips = english_clips(args.audio)
-    audio, reference = joined(clips)
+    audio, _ = joined(clips)
     print(f"{len(clips)} clips, {audio.shape[0] / SAMPLE_RATE:.1f} s per session; offline transcription…", flush=True)
-    offline = Transcriber(args.model).transcribe(audio).text
+    transcriber = Transcriber(args.model)
+    offline = {clip.name: transcriber.transcribe(clip.audio).text for clip in clips}
     results: dict[str, Any] = {
         "model": args.model,
         "audio_seconds": audio.shape[0] / SAMPLE_RATE,
         "cpus": os.cpu_count(),
+        "same_audio": args.same_audio,
     }
     results["load_before"] = psutil.getloadavg()[0]
     with server(args.model) as (url, process):
-        run_sessions(url, audio[: SAMPLE_RATE * 4], 1)  # warm-up
+        run_sessions(url, [audio[: SAMPLE_RATE * 4]])  # warm-up
         for count in (int(part) for part in args.sessions.split(",") if part.strip()):
             print(f"{count} concurrent session(s)…", flush=True)
-            reports, failures = run_sessions(url, audio, count)
-            results[f"sessions_{count}"] = summarise(reports, failures, reference, offline)
+            orders = session_clips(clips, count, args.same_audio)
+            streams = [joined(order) for order in orders]
+            reports, failures = run_sessions(url, [audio for audio, _ in streams])
+            expected_offline = [" ".join(offline[clip.name] for clip in order) for order in orders]
+            references = [reference for _, reference in streams]
+            results[f"sessions_{count}"] = summarise(reports, failures, references, expected_offline)
             results[f"sessions_{count}"]["load_after_run"] = psutil.getloadavg()[0]
         if args.long:
             print(f"{args.long:.0f}-s continuous stream…", flush=True)

@@ -130,6 +130,48 @@ def test_batched_encoder_output_equals_each_window_encoded_alone(tiny: Any) -> N
     assert together.shape[0] == 2 and np.array_equal(together[0], alone[0]) and np.array_equal(together[1], alone[1])
 
 
+def test_token_limit_follows_the_longest_window_and_the_prompt() -> None:
+    from dattavani_asr.engine import AudioWindow
+    from dattavani_asr.engine.decoding import MAX_TEXT_TOKENS, MIN_TOKEN_LIMIT, token_limit
+    from dattavani_asr.options import DecodingOptions
+
+    windows = [AudioWindow(0.0, np.zeros(16000 * seconds, np.float32)) for seconds in (2, 5)]
+    assert token_limit(windows, DecodingOptions(), 4) == MAX_TEXT_TOKENS
+    assert token_limit(windows, DecodingOptions(max_tokens_per_second=12.0), 4) == 4 + MIN_TOKEN_LIMIT + 60
+    assert token_limit(windows, DecodingOptions(max_tokens_per_second=500.0), 4) == MAX_TEXT_TOKENS
+
+
+def test_token_limit_ends_a_decode_early(tiny: Any) -> None:
+    """The limit cuts the text where it is reached (a repetition loop stops there)."""
+    from dattavani_asr.audio import decode_audio
+    from dattavani_asr.engine import AudioWindow
+    from dattavani_asr.options import DecodingOptions
+
+    engine = tiny.engine()
+    clip = AudioWindow(0.0, decode_audio(DATA / "fleurs" / "fleurs-en-002.ogg"))
+    free = DecodingOptions(language="en", beam_size=1)
+    [full], _, _ = engine.transcribe_batch([clip], free, "en")
+    limited = DecodingOptions(language="en", beam_size=1, max_tokens_per_second=0.5, temperatures=(0.0, 0.4))
+    [short], _, _ = engine.transcribe_batch([clip], limited, "en")
+    assert "Lord Byron" in full.decoded.text
+    assert len(short.decoded.tokens) <= 16 + clip.duration * 0.5 + 1 < len(full.decoded.tokens)
+    assert short.decoded.text and full.decoded.text.startswith(short.decoded.text.split()[0])
+
+
+def test_fallback_slices_the_encoder_output_instead_of_encoding_again(tiny: Any) -> None:
+    from dattavani_asr.audio import decode_audio
+    from dattavani_asr.engine import AudioWindow
+    from dattavani_asr.engine.decoding import _subset, encode, window_features
+
+    model = tiny.engine().model
+    windows = [AudioWindow(0.0, decode_audio(DATA / "fleurs" / f"fleurs-en-00{i}.ogg")) for i in (1, 2, 3)]
+    features = window_features(model, windows)
+    encoded = encode(model, features)
+    assert np.array_equal(
+        np.asarray(_subset(model, features, encoded, [0, 2])), np.asarray(encode(model, features[[0, 2]]))
+    )
+
+
 @pytest.mark.base
 def test_language_detection_on_trimmed_contexts_finds_each_clips_language(base: Any) -> None:
     from dattavani_asr.audio import decode_audio

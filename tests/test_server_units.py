@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import DATA, JFK, JFK_PHRASE
-from dattavani_asr.audio import decode_audio
+from dattavani_asr.audio import SAMPLE_RATE, decode_audio
 from dattavani_asr.engine import AudioWindow
 from dattavani_asr.options import DecodingOptions
 from dattavani_asr.server.batcher import DynamicBatcher, Priority
@@ -76,20 +76,37 @@ def test_windows_with_different_options_never_share_a_batch(manager: ModelManage
     assert sorted(recording.batches) == [[1.0], [2.0]]
 
 
-def test_batcher_load_is_the_busy_fraction_of_recent_time(manager: ModelManager) -> None:
-    """Live sessions read the load to space their partials out when others keep the engine busy."""
+def test_partial_batches_stay_small_while_finals_batch_fully(manager: ModelManager) -> None:
+    """A final waits for the running batch: partial batches are capped so that wait stays short."""
     with manager.use("tiny.en") as entry:
-        batcher = DynamicBatcher(entry.engine, max_wait=0.0)
-        assert batcher.load() == 0.0
-        started = time.monotonic()
-        for future in batcher.submit([AudioWindow(float(i), decode_audio(JFK)) for i in range(3)], ENGLISH, 0):
-            future.result(60)
-        elapsed = time.monotonic() - started
-        busy = batcher.load(seconds=elapsed + 0.05)
-        time.sleep(0.2)
-        idle = batcher.load(seconds=0.1)
+        recording = RecordingEngine(entry.engine)
+        batcher = DynamicBatcher(recording, max_batch=8, max_wait=0.0)
+        audio = decode_audio(JFK)[: 4 * SAMPLE_RATE]
+        blocker = batcher.submit([AudioWindow(99.0, audio)], ENGLISH, Priority.JOB)  # holds the engine
+        time.sleep(0.1)
+        partials = batcher.submit([AudioWindow(float(i), audio) for i in range(4)], ENGLISH, Priority.PARTIAL)
+        finals = batcher.submit([AudioWindow(10.0 + i, audio) for i in range(3)], ENGLISH, Priority.INTERACTIVE)
+        assert batcher.window_seconds is None
+        recording.gate.set()
+        results = [future.result(60) for future in [*blocker, *partials, *finals]]
         batcher.stop()
-    assert 0.6 < busy <= 1.0 and idle == 0.0
+    assert recording.batches[1] == [10.0, 11.0, 12.0]
+    assert recording.batches[2:] == [[0.0, 1.0], [2.0, 3.0]]
+    assert all("fellow americans" in result.decoded.text.lower() for result in results)
+    assert batcher.window_seconds is not None and 0.01 < batcher.window_seconds < 30
+
+
+def test_batcher_counts_live_streams(manager: ModelManager) -> None:
+    with manager.use("tiny.en") as entry:
+        batcher = DynamicBatcher(entry.engine)
+        batcher.stream_opened()
+        batcher.stream_opened()
+        batcher.stream_closed()
+        assert batcher.streams == 1
+        batcher.stream_closed()
+        batcher.stream_closed()
+        assert batcher.streams == 0
+        batcher.stop()
 
 
 def test_stopped_batcher_fails_pending_and_new_work(manager: ModelManager) -> None:

@@ -195,6 +195,7 @@ def test_multilingual_stream_detects_language(http: TestClient) -> None:
 def test_buffer_stays_bounded_over_long_silence_and_speech(http: TestClient) -> None:
     from dattavani_asr.options import DecodingOptions
     from dattavani_asr.server.streaming import StreamSession
+    from dattavani_asr.vad import SILERO_FRAME
 
     state = http.app.state.server  # type: ignore[attr-defined]
     with state.models.use("tiny.en") as entry:
@@ -212,6 +213,8 @@ def test_buffer_stays_bounded_over_long_silence_and_speech(http: TestClient) -> 
             peaks.append(session.buffer.shape[0] / SAMPLE_RATE)
         done = session.finish()[-1]
     assert max(peaks[:120]) <= 3.0 and max(peaks) <= 15.0
+    scored = session.vad.probabilities.shape[0] * SILERO_FRAME / SAMPLE_RATE  # VAD scores are trimmed too
+    assert scored <= session.buffer.shape[0] / SAMPLE_RATE + 0.1
     assert "country" in done["text"].lower() and done["audio_received"] == pytest.approx(131.0, abs=0.1)
 
 
@@ -230,6 +233,40 @@ def test_a_decode_that_heard_the_pause_is_reused_for_the_final(http: TestClient)
     assert not session._heard_the_end(_Hypothesis([words[0], Word(42.6, 43.5, " sen", 0.9)], 43.6), cut)
     assert not session._heard_the_end(_Hypothesis(words, 43.3), cut)  # stopped too early to know
     assert not session._heard_the_end(_Hypothesis(words, 45.0), cut)  # from another utterance
+    # It reached the frame where Silero's speech probability fell (VAD end minus its pad):
+    silero_end = 43.71 - session.policy.vad.speech_pad_ms / 1000
+    late_word = [words[0], Word(42.6, silero_end - 0.02, " sentence.", 0.9)]
+    assert session._heard_the_end(_Hypothesis(late_word, silero_end), cut)
+    assert not session._heard_the_end(_Hypothesis(late_word, silero_end - 0.05), cut)
+
+
+def test_context_heard_again_is_not_repeated_even_cut_short() -> None:
+    from dattavani_asr.server.streaming import _same_word
+
+    assert _same_word("america", "americans") and _same_word("country", "country")
+    assert not _same_word("ask", "asked") and not _same_word("the", "there") and not _same_word("can", "do")
+
+
+def test_partials_of_all_live_sessions_keep_room_for_finals(http: TestClient) -> None:
+    """The step grows with the number of sessions sharing the engine: their partials together use
+    at most PARTIAL_SHARE of it."""
+    from dattavani_asr.options import DecodingOptions
+    from dattavani_asr.server.streaming import PARTIAL_SHARE, StreamSession
+
+    class Engine:
+        window_seconds = 0.3
+        streams = 1
+
+    engine = Engine()
+    session = StreamSession(engine, DecodingOptions(language="en"))  # type: ignore[arg-type]
+    session._decode_seconds = 0.3
+    steps = {}
+    for engine.streams in (1, 4, 20):
+        session._adapt_step()
+        steps[engine.streams] = session.step
+    assert steps[1] == session.policy.step
+    assert steps[4] == pytest.approx(4 * 0.3 / PARTIAL_SHARE)
+    assert steps[20] == session.policy.max_step
 
 
 def test_partials_follow_each_new_utterance_within_a_second(http: TestClient) -> None:

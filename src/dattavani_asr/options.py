@@ -58,6 +58,9 @@ class DecodingOptions:
     # Decode again the rest of a window after Whisper stopped early (see WhisperEngine.transcribe_batch).
     # Live streams turn it off: their windows end mid-speech by design.
     retry_tail: bool = True
+    # Stop decoding a window after this many text tokens per second of its audio (None: Whisper's
+    # 448 per window). A window that makes Whisper loop then costs a fraction of a full loop.
+    max_tokens_per_second: float | None = None
 
 
 @dataclass(frozen=True)

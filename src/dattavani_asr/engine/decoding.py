@@ -18,6 +18,7 @@ WINDOW_SAMPLES = 30 * SAMPLE_RATE
 TRIM_MARGIN_SECONDS = 5.0
 TRIM_BUCKET_SECONDS = 2.5
 MAX_TEXT_TOKENS = 448
+MIN_TOKEN_LIMIT = 16
 TIME_PRECISION = 0.02
 
 
@@ -81,6 +82,16 @@ def encode(model: LoadedModel, features: np.ndarray) -> Any:
     return ctranslate2.StorageView.from_array(np.concatenate(parts))
 
 
+def token_limit(windows: Sequence[AudioWindow], options: DecodingOptions, prompt_tokens: int) -> int:
+    """CTranslate2's max_length (prompt included) for a batch of windows: see
+    DecodingOptions.max_tokens_per_second."""
+    if options.max_tokens_per_second is None:
+        return MAX_TEXT_TOKENS
+    longest = max(window.duration for window in windows)
+    text_tokens = MIN_TOKEN_LIMIT + math.ceil(options.max_tokens_per_second * longest)
+    return min(MAX_TEXT_TOKENS, prompt_tokens + text_tokens)
+
+
 def build_prompt(tokenizer: Any, options: DecodingOptions) -> list[int]:
     """[<|startofprev|> hotwords prompt] <|startoftranscript|> lang task [<|notimestamps|>]."""
     context = " ".join(part.strip() for part in (options.hotwords, options.initial_prompt) if part and part.strip())
@@ -118,6 +129,7 @@ def generate(
     tokenizer: Any,
     options: DecodingOptions,
     temperature: float,
+    max_length: int = MAX_TEXT_TOKENS,
 ) -> list[Decoded]:
     """One generate call for a batch; returns the best hypothesis of each item."""
     results = model.whisper.generate(
@@ -126,7 +138,7 @@ def generate(
         length_penalty=options.length_penalty,
         repetition_penalty=options.repetition_penalty,
         no_repeat_ngram_size=options.no_repeat_ngram_size,
-        max_length=MAX_TEXT_TOKENS,
+        max_length=max_length,
         return_scores=True,
         return_no_speech_prob=True,
         suppress_blank=options.suppress_blank,
@@ -174,6 +186,15 @@ def _better(current: Decoded, candidate: Decoded, options: DecodingOptions) -> D
     return candidate if rank(candidate) > rank(current) else current
 
 
+def _subset(model: LoadedModel, features: np.ndarray, encoded: Any, rows: list[int]) -> Any:
+    """Encoder output of some rows of a batch: sliced when it lives in host memory, else encoded again."""
+    import ctranslate2
+
+    if model.device == "cpu":
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.asarray(encoded)[rows]))
+    return encode(model, np.ascontiguousarray(features[rows]))
+
+
 def decode_with_fallback(
     model: LoadedModel,
     features: np.ndarray,
@@ -181,16 +202,17 @@ def decode_with_fallback(
     prompts: list[list[int]],
     tokenizer: Any,
     options: DecodingOptions,
+    max_length: int = MAX_TEXT_TOKENS,
 ) -> list[Decoded]:
     """Decode at the first temperature; re-decode only the failing items at the next ones."""
     temperatures = options.temperatures or (0.0,)
-    best = generate(model, encoded, prompts, tokenizer, options, temperatures[0])
+    best = generate(model, encoded, prompts, tokenizer, options, temperatures[0], max_length)
     for temperature in temperatures[1:]:
         failing = [i for i, item in enumerate(best) if needs_fallback(item, options)]
         if not failing:
             break
-        subset = encode(model, np.ascontiguousarray(features[failing]))
-        retried = generate(model, subset, [prompts[i] for i in failing], tokenizer, options, temperature)
+        subset = _subset(model, features, encoded, failing)
+        retried = generate(model, subset, [prompts[i] for i in failing], tokenizer, options, temperature, max_length)
         for index, candidate in zip(failing, retried):
             chosen = candidate if not needs_fallback(candidate, options) else _better(best[index], candidate, options)
             best[index] = chosen

@@ -17,6 +17,7 @@ from .decoding import (
     encode,
     encoder_seconds,
     is_silence,
+    token_limit,
     trimmed,
     window_features,
 )
@@ -163,7 +164,8 @@ class WhisperEngine:
             language, probability = self.detect_language(encoded, windows)
         tokenizer = self.model.tokenizer(options.task, language)
         prompts = [build_prompt(tokenizer, options)] * len(windows)
-        decoded = decode_with_fallback(self.model, features, encoded, prompts, tokenizer, options)
+        limit = token_limit(windows, options, len(prompts[0]))
+        decoded = decode_with_fallback(self.model, features, encoded, prompts, tokenizer, options, limit)
         segments: list[list[RawSegment]] = [
             [] if is_silence(item, options) else split_segments(item.tokens, window, tokenizer)
             for item, window in zip(decoded, windows)

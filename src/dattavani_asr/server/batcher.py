@@ -7,7 +7,6 @@ options (same model, task, language, beam...), most urgent priority first, oldes
 
 from __future__ import annotations
 
-import collections
 import itertools
 import logging
 import threading
@@ -24,7 +23,9 @@ from ..options import DecodingOptions
 
 log = logging.getLogger(__name__)
 BatchObserver = Callable[[int, float], None]
-LOAD_SECONDS = 3.0  # how far back `load` looks
+# Partial batches stay small: a final that arrives meanwhile waits for the running batch, and on a
+# CPU a batch of 4 windows costs ~3.3x one window (tiny.en, 2 cores), so batching them saves little.
+MAX_PARTIAL_BATCH = 2
 
 
 class Priority(IntEnum):
@@ -60,6 +61,7 @@ class DynamicBatcher:
     def __init__(self, engine: Any, max_batch: int = 8, max_wait: float = 0.015, observer: BatchObserver | None = None):
         self.engine = engine
         self.max_batch = max_batch
+        self.max_partial_batch = min(max_batch, MAX_PARTIAL_BATCH)
         self.max_wait = max_wait
         self.observer = observer
         self._pending: list[_Item] = []
@@ -67,8 +69,8 @@ class DynamicBatcher:
         self._sequence = itertools.count()
         self._stopped = False
         self.busy = False
-        self._running_since: float | None = None
-        self._busy_spans: collections.deque[tuple[float, float]] = collections.deque(maxlen=256)
+        self._window_seconds: float | None = None
+        self._streams = 0
         self._thread = threading.Thread(target=self._run, name=f"batcher-{engine.name}", daemon=True)
         self._thread.start()
 
@@ -77,16 +79,23 @@ class DynamicBatcher:
         """Windows waiting to be decoded."""
         return len(self._pending)
 
-    def load(self, seconds: float = LOAD_SECONDS) -> float:
-        """Fraction of the last `seconds` the engine spent decoding (0–1), counting a running batch."""
-        now = time.monotonic()
-        since = now - seconds
-        spans = list(self._busy_spans)
-        running = self._running_since
-        if running is not None:
-            spans.append((running, now))
-        busy = sum(max(0.0, end - max(start, since)) for start, end in spans if end > since)
-        return min(1.0, busy / seconds)
+    @property
+    def window_seconds(self) -> float | None:
+        """Smoothed engine time per decoded window (None before the first batch)."""
+        return self._window_seconds
+
+    @property
+    def streams(self) -> int:
+        """Live sessions using this engine (see `stream_opened`)."""
+        return self._streams
+
+    def stream_opened(self) -> None:
+        with self._condition:
+            self._streams += 1
+
+    def stream_closed(self) -> None:
+        with self._condition:
+            self._streams = max(0, self._streams - 1)
 
     def submit(self, windows: list[AudioWindow], options: DecodingOptions, priority: int) -> list[Future[WindowResult]]:
         futures: list[Future[WindowResult]] = []
@@ -132,13 +141,16 @@ class DynamicBatcher:
             return self._take()
 
     def _take(self) -> list[_Item]:
-        """The most urgent item and up to max_batch-1 others with the same options (by urgency)."""
+        """The most urgent item and up to max_batch-1 others of its priority with the same options."""
         self._pending = [item for item in self._pending if not item.future.cancelled()]
         if not self._pending:
             return []
         self._pending.sort()
-        key = _batch_key(self._pending[0])
-        batch = [item for item in self._pending if _batch_key(item) == key][: self.max_batch]
+        head = self._pending[0]
+        key = _batch_key(head)
+        size = self.max_partial_batch if head.priority == Priority.PARTIAL else self.max_batch
+        # Less urgent windows never ride along: on a CPU each window adds ~80 % of its own cost.
+        batch = [item for item in self._pending if item.priority == head.priority and _batch_key(item) == key][:size]
         chosen = {id(item) for item in batch}
         self._pending = [item for item in self._pending if id(item) not in chosen]
         return [item for item in batch if item.future.set_running_or_notify_cancel()]
@@ -149,7 +161,6 @@ class DynamicBatcher:
         options = batch[0].options
         started = time.perf_counter()
         self.busy = True
-        self._running_since = time.monotonic()
         try:
             results, _, _ = self.engine.transcribe_batch([item.window for item in batch], options, options.language)
         except Exception as exc:  # handed to every caller of this batch
@@ -159,9 +170,13 @@ class DynamicBatcher:
             return
         finally:
             self.busy = False
-            self._busy_spans.append((self._running_since, time.monotonic()))
-            self._running_since = None
+        seconds = time.perf_counter() - started
+        self._note_window_seconds(seconds / len(batch))
         for item, result in zip(batch, results):
             item.future.set_result(result)
         if self.observer is not None:
-            self.observer(len(batch), time.perf_counter() - started)
+            self.observer(len(batch), seconds)
+
+    def _note_window_seconds(self, seconds: float) -> None:
+        previous = self._window_seconds
+        self._window_seconds = seconds if previous is None else 0.7 * previous + 0.3 * seconds

@@ -25,7 +25,7 @@ from ..engine import AudioWindow, WindowResult
 from ..errors import InvalidOptionError
 from ..options import DecodingOptions, VadOptions
 from ..transcript import Word
-from ..vad import speech_spans
+from ..vad import StreamingVad
 from .batcher import DynamicBatcher, Priority
 
 Event = dict[str, Any]
@@ -36,13 +36,20 @@ LANGUAGE_CONFIDENCE = 0.8
 MAX_WINDOW_SECONDS = 29.5
 STREAM_ENCODER_SECONDS = 15.0  # utterances up to 10 s of all sessions share one encoder context
 REMAINDER_SECONDS = 1.5
-# Speech that paused this long is decoded at once, so the final can reuse the decode if the pause lasts.
+# Speech that paused this long (or whose newest frames Silero scores this long as quiet) is decoded
+# at once, so the final can reuse the decode if the pause lasts.
 PAUSE_SECONDS = 0.05
+QUIET_SECONDS = 0.06
 MIN_HEARD_SPEECH_SECONDS = 0.4  # speech Whisper should have found a word in
 OWN_DECODE_SHARE = 1.25  # a session decodes at most 80 % of the time
-BUSY_LOAD = 0.4  # engine load by other sessions above which partials come less often
+PARTIAL_SHARE = 0.6  # of the engine's time, for the partials of all its live sessions together
 HEARD_PAUSE_SECONDS = 0.25  # silence after the last word that shows a decode heard an utterance end
 LANGUAGE_MIN_SECONDS = 2.0
+# Text tokens per second of audio a decode may produce: English speech needs under 6 (FLEURS,
+# LibriSpeech); scripts Whisper's tokenizer spells byte by byte (Kannada, Hindi) need several
+# times more. Only a decode caught in a repetition loop reaches the limit, and it then ends early.
+TOKENS_PER_SECOND = {"en": 12.0}
+OTHER_TOKENS_PER_SECOND = 40.0
 LANGUAGE_SECONDS = 10.0
 ENCODINGS: dict[str, np.dtype[Any]] = {"pcm_s16le": np.dtype("<i2"), "pcm_f32le": np.dtype("<f4")}
 
@@ -103,6 +110,14 @@ def _norm(word: str) -> str:
     return re.sub(r"[^\w']", "", word.lower())
 
 
+def _same_word(heard: str, committed: str) -> bool:
+    """Equal, or the same word cut short or run on (the context is re-heard as "america" for
+    "Americans")."""
+    if heard == committed:
+        return True
+    return min(len(heard), len(committed)) >= 4 and (heard.startswith(committed) or committed.startswith(heard))
+
+
 def agreed_prefix(previous: list[Word], current: list[Word]) -> list[Word]:
     """The words of `current` that `previous` also had, from the start (LocalAgreement-2)."""
     count = 0
@@ -119,6 +134,13 @@ def _text(words: list[Word]) -> str:
 
 def _word_event(word: Word) -> Event:
     return {"word": word.word.strip(), "start": word.start, "end": word.end, "probability": word.probability}
+
+
+def _not_before(words: list[Word], onset: float) -> list[Word]:
+    """Words moved to start no earlier than the speech onset VAD heard: after a pause Whisper's
+    alignment often starts the first word well inside the silence (1.5 s early, at worst, on
+    the shared clips), which would show as a late first partial and a wrong caption time."""
+    return [replace(w, start=onset, end=max(w.end, onset)) if w.start < onset else w for w in words]
 
 
 def _words(result: WindowResult) -> list[Word]:
@@ -155,6 +177,7 @@ class StreamSession:
         self.session_id = uuid.uuid4().hex
         self.buffer = np.zeros(0, np.float32)
         self.buffer_start = 0.0
+        self.vad = StreamingVad(self.policy.vad)
         self.received = 0
         self.committed_until = 0.0
         self.finals: list[str] = []
@@ -178,6 +201,7 @@ class StreamSession:
     def feed(self, audio: np.ndarray) -> None:
         self.buffer = np.concatenate([self.buffer, audio]) if self.buffer.size else audio.copy()
         self.received += audio.shape[0]
+        self.vad.feed(audio)
 
     def set_options(self, language: str | None = None, task: str | None = None) -> None:
         """Options for the following utterances; refused (InvalidOptionError) if the model cannot do them."""
@@ -202,8 +226,8 @@ class StreamSession:
 
     def _speech(self) -> list[tuple[float, float]]:
         """Absolute speech spans not yet committed."""
-        found = speech_spans(self.buffer, self.policy.vad)
-        spans = [(self.buffer_start + s.start / SAMPLE_RATE, self.buffer_start + s.end / SAMPLE_RATE) for s in found]
+        found = self.vad.spans(since=round(self.buffer_start * SAMPLE_RATE))
+        spans = [(s.start / SAMPLE_RATE, s.end / SAMPLE_RATE) for s in found]
         return [(max(start, self.committed_until), end) for start, end in spans if end > self.committed_until + 0.05]
 
     def _utterance_end(self, spans: list[tuple[float, float]], ending: bool) -> float | None:
@@ -232,6 +256,7 @@ class StreamSession:
         if samples > 0:
             self.buffer = self.buffer[samples:]
             self.buffer_start += samples / SAMPLE_RATE
+            self.vad.forget_before(round(self.buffer_start * SAMPLE_RATE))
 
     def _decode_until(self, end: float, since: float | None = None, priority: int = Priority.INTERACTIVE) -> list[Word]:
         """Words spoken after `since` (default: the committed point) and before `end`.
@@ -275,20 +300,21 @@ class StreamSession:
         tail = [_norm(word) for word in self.finals[-1].split()]
         for size in range(min(3, len(tail), len(words)), 0, -1):
             near = words[0].start - self.committed_until < self.policy.context
-            if near and [_norm(w.word) for w in words[:size]] == tail[-size:]:
+            if near and all(map(_same_word, [_norm(w.word) for w in words[:size]], tail[-size:])):
                 return words[size:]
         return words
 
     def _options_for(self, window: AudioWindow) -> DecodingOptions:
         """Batches mix sessions, so the language is settled before decoding: detected on this window
         until the session has heard enough speech to keep a detection (short snippets mislead it)."""
-        if self.decoding.language is not None:
-            return self.decoding
-        [(language, probability)] = self.batcher.engine.detect_languages([window])
-        confident = probability >= LANGUAGE_CONFIDENCE and window.duration >= LANGUAGE_MIN_SECONDS
-        if confident or window.duration >= LANGUAGE_SECONDS:
-            self.decoding = replace(self.decoding, language=language)
-        return replace(self.decoding, language=language)
+        language = self.decoding.language
+        if language is None:
+            [(language, probability)] = self.batcher.engine.detect_languages([window])
+            confident = probability >= LANGUAGE_CONFIDENCE and window.duration >= LANGUAGE_MIN_SECONDS
+            if confident or window.duration >= LANGUAGE_SECONDS:
+                self.decoding = replace(self.decoding, language=language)
+        rate = TOKENS_PER_SECOND.get(language, OTHER_TOKENS_PER_SECOND)
+        return replace(self.decoding, language=language, max_tokens_per_second=rate)
 
     def _finalise(self, utterance_start: float, cut: float) -> Event | None:
         previous = self._previous
@@ -297,6 +323,7 @@ class StreamSession:
         covered = previous is not None and self._heard_the_end(previous, cut)
         # Reuse the last decode when it already heard it all; never lose words a partial showed.
         words = heard if covered and heard and settled else (self._final_words(cut) or heard)
+        words = _not_before(words, utterance_start)
         self.committed_until = cut
         self._previous = None
         self._without_context = False
@@ -306,14 +333,15 @@ class StreamSession:
     def _heard_the_end(self, hypothesis: _Hypothesis, cut: float) -> bool:
         """Whether a decode ending at `hypothesis.covers_until` already heard the whole utterance.
 
-        Silero marks the end of speech late (its pad, its smoothing), so a decode that stopped a
-        little before the VAD end still heard it all when Whisper's last word ended well before the
-        decode's end: the pause had begun.
+        It did if it reached the frame where Silero's speech probability fell (the VAD end before
+        its pad; Silero's score lags the sound, so the speech had ended). Silero also marks some
+        ends late, after a breath or a click: a decode that stopped before the VAD end still heard
+        it all when Whisper's last word ended well before the decode's end.
         """
         if not cut - self.policy.tail - 0.25 <= hypothesis.covers_until <= cut + 1.0:
             return False
-        vad_end = cut - self.policy.tail
-        if hypothesis.covers_until >= vad_end + 0.05:
+        silero_end = cut - self.policy.tail - self.policy.vad.speech_pad_ms / 1000
+        if hypothesis.covers_until >= silero_end - 1e-3:
             return True
         words = hypothesis.words
         return bool(words) and hypothesis.covers_until - words[-1].end >= HEARD_PAUSE_SECONDS
@@ -321,7 +349,7 @@ class StreamSession:
     def _ongoing(self, spans: list[tuple[float, float]]) -> list[Event]:
         """Speech goes on: a partial every step (or as soon as speech pauses), committing stable words
         of a long utterance."""
-        paused = self.buffer_end - spans[-1][1] >= PAUSE_SECONDS
+        paused = self.buffer_end - spans[-1][1] >= PAUSE_SECONDS or self.vad.quiet_seconds() >= QUIET_SECONDS
         covered = self._previous is not None and self._previous.covers_until >= spans[-1][1]
         due = self.audio_received - self._last_decode_at >= self.step
         if not (due or (paused and not covered)):
@@ -329,7 +357,9 @@ class StreamSession:
         decoded_until = self.buffer_end
         self._last_decode_at = self.audio_received
         heard = spans[-1][1] - spans[0][0] >= MIN_HEARD_SPEECH_SECONDS
-        words = self._utterance_words(decoded_until, Priority.PARTIAL, retry=heard)
+        # A decode at a pause is likely the final's (reused if the pause lasts): it goes first.
+        priority = Priority.PARTIAL if due else Priority.INTERACTIVE
+        words = _not_before(self._utterance_words(decoded_until, priority, retry=heard), spans[0][0])
         self._adapt_step()
         if not words:  # too little speech for a word yet: look again sooner than a full step
             self._last_decode_at -= self.step / 2
@@ -397,12 +427,14 @@ class StreamSession:
         return self.step > 2 * self.policy.step
 
     def _adapt_step(self) -> None:
-        """Decode less often when decoding takes most of the step or the engine is busy with other
-        sessions (never drift behind; keep room for the finals, which are what people wait for)."""
+        """Decode less often when decoding takes most of the step, or when the partials of all the
+        engine's live sessions would take more than PARTIAL_SHARE of it: the rest stays free for
+        finals, which are what people wait for (and the stream never drifts behind)."""
         policy = self.policy
-        own = min(1.0, self._decode_seconds / max(self.step, policy.step))
-        busy = max(0.0, self.batcher.load() - own - BUSY_LOAD) / (1.0 - BUSY_LOAD)
-        wanted = max(policy.step, self._decode_seconds * OWN_DECODE_SHARE) * (1.0 + 3.0 * busy)
+        streams = self.batcher.streams
+        cost = self.batcher.window_seconds or self._decode_seconds
+        shared = streams * cost / PARTIAL_SHARE if streams > 1 else 0.0  # alone, finals wait for no one
+        wanted = max(policy.step, self._decode_seconds * OWN_DECODE_SHARE, shared)
         self.step = min(policy.max_step, wanted)
 
     def finish(self) -> list[Event]:

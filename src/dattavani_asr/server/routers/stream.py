@@ -62,7 +62,10 @@ def _open(state: ServerState, params: dict[str, str], stack: contextlib.ExitStac
     entry = stack.enter_context(state.models.use(params.get("model") or ""))
     decoding = _decoding(state, params, entry.engine.model.multilingual)
     entry.engine.check_options(decoding)
-    return StreamSession(entry.batcher, decoding), decoder
+    session = StreamSession(entry.batcher, decoding)
+    entry.batcher.stream_opened()
+    stack.callback(entry.batcher.stream_closed)
+    return session, decoder
 
 
 def _rate(value: str) -> int:
