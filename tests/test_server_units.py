@@ -91,7 +91,7 @@ def test_partial_batches_stay_small_while_finals_batch_fully(manager: ModelManag
         results = [future.result(60) for future in [*blocker, *partials, *finals]]
         batcher.stop()
     assert recording.batches[1] == [10.0, 11.0, 12.0]
-    assert recording.batches[2:] == [[0.0, 1.0], [2.0, 3.0]]
+    assert recording.batches[2:] == [[0.0], [1.0], [2.0], [3.0]]
     assert all("fellow americans" in result.decoded.text.lower() for result in results)
     assert batcher.window_seconds is not None and 0.01 < batcher.window_seconds < 30
 

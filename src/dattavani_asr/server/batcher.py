@@ -23,9 +23,10 @@ from ..options import DecodingOptions
 
 log = logging.getLogger(__name__)
 BatchObserver = Callable[[int, float], None]
-# Partial batches stay small: a final that arrives meanwhile waits for the running batch, and on a
-# CPU a batch of 4 windows costs ~3.3x one window (tiny.en, 2 cores), so batching them saves little.
-MAX_PARTIAL_BATCH = 2
+# Partials are decoded one window at a time: a final that arrives meanwhile waits for the running
+# batch, and on a CPU a batch of 4 windows costs ~3.3x one window (tiny.en, 2 cores), so batching
+# partials saves little (with 2 per batch, 4 sessions: final p95 1.46-1.54 s; with 1: 1.28-1.31 s).
+MAX_PARTIAL_BATCH = 1
 
 
 class Priority(IntEnum):

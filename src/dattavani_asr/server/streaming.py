@@ -42,7 +42,7 @@ PAUSE_SECONDS = 0.05
 QUIET_SECONDS = 0.06
 MIN_HEARD_SPEECH_SECONDS = 0.4  # speech Whisper should have found a word in
 OWN_DECODE_SHARE = 1.25  # a session decodes at most 80 % of the time
-PARTIAL_SHARE = 0.6  # of the engine's time, for the partials of all its live sessions together
+PARTIAL_SHARE = 0.5  # of the engine's time, for the partials of all its live sessions together
 HEARD_PAUSE_SECONDS = 0.25  # silence after the last word that shows a decode heard an utterance end
 LANGUAGE_MIN_SECONDS = 2.0
 # Text tokens per second of audio a decode may produce: English speech needs under 6 (FLEURS,
@@ -64,7 +64,7 @@ class StreamPolicy:
     end_silence: float = 0.2  # silence after speech that ends an utterance
     max_utterance: float = 10.0  # beyond this, stable words are committed without a pause
     min_utterance: float = 1.5  # shorter speech waits for a longer pause before it is final
-    short_utterance_silence: float = 0.8
+    short_utterance_silence: float = 0.5
     commit_margin: float = 1.0  # committed words end at least this long before the newest audio
     lead: float = 0.3  # audio kept before the speech onset
     context: float = 1.5  # committed audio decoded again before the next utterance
@@ -272,11 +272,14 @@ class StreamSession:
         first, last = (round((t - self.buffer_start) * SAMPLE_RATE) for t in (start, end))
         window = AudioWindow(start, self.buffer[first:last].copy())
         options = self._options_for(window)
+        if priority == Priority.PARTIAL:  # the next step redoes it anyway; a fallback costs ~3 decodes
+            options = replace(options, temperatures=options.temperatures[:1])
         started = time.perf_counter()
         [future] = self.batcher.submit([window], options, priority)
         result = future.result(timeout=120)
-        self._note_decode(time.perf_counter() - started)
-        logger.debug("decoded %.2f-%.2f s (priority %d) in %.3f s", start, end, priority, self._decode_seconds)
+        seconds = time.perf_counter() - started
+        self._note_decode(seconds)
+        logger.debug("decoded %.2f-%.2f s (priority %d) in %.3f s", start, end, priority, seconds)
         words = [w for w in _words(result) if (w.start + w.end) / 2 >= since and w.start < end]
         return self._without_repeated_tail(words)
 
