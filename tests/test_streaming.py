@@ -240,6 +240,16 @@ def test_a_decode_that_heard_the_pause_is_reused_for_the_final(http: TestClient)
     assert not session._heard_the_end(_Hypothesis(late_word, silero_end - 0.05), cut)
 
 
+def test_a_collapsed_decode_never_replaces_the_words_a_partial_showed() -> None:
+    """Greedy tiny.en decodes the whole FLEURS en 003 sentence as "Cab" on some windows; the
+    temperature fallback then samples, and a sample can collapse the same way."""
+    from dattavani_asr.server.streaming import _collapsed
+
+    fullest = [Word(21.2 + i, 21.8 + i, f" w{i}", 0.9) for i in range(8)]
+    assert _collapsed([Word(24.9, 25.0, " Cab", 0.5)], fullest)
+    assert not _collapsed(fullest[:5], fullest) and not _collapsed([], [])
+
+
 def test_context_heard_again_is_not_repeated_even_cut_short() -> None:
     from dattavani_asr.server.streaming import _same_word
 

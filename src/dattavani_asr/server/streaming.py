@@ -143,6 +143,12 @@ def _not_before(words: list[Word], onset: float) -> list[Word]:
     return [replace(w, start=onset, end=max(w.end, onset)) if w.start < onset else w for w in words]
 
 
+def _collapsed(words: list[Word], fullest: list[Word]) -> bool:
+    """A decode that kept under 60 % of the words an earlier one heard in the same audio: greedy
+    decoding sometimes stops after a word ("Cab" for "Cabbage juice changes color...")."""
+    return len(words) < 0.6 * len(fullest)
+
+
 def _words(result: WindowResult) -> list[Word]:
     return [word for segment in result.segments for word in segment.words]
 
@@ -184,6 +190,7 @@ class StreamSession:
         self.step = self.policy.step
         self._last_decode_at = -1.0
         self._previous: _Hypothesis | None = None
+        self._fullest: list[Word] = []  # the hypothesis of this utterance with the most words
         self._without_context = False  # this utterance is decoded without the committed audio before it
         self._decode_seconds = 0.0
         self.last_update_audio = 0.0  # audio_received when the last update started
@@ -272,8 +279,6 @@ class StreamSession:
         first, last = (round((t - self.buffer_start) * SAMPLE_RATE) for t in (start, end))
         window = AudioWindow(start, self.buffer[first:last].copy())
         options = self._options_for(window)
-        if priority == Priority.PARTIAL:  # the next step redoes it anyway; a fallback costs ~3 decodes
-            options = replace(options, temperatures=options.temperatures[:1])
         started = time.perf_counter()
         [future] = self.batcher.submit([window], options, priority)
         result = future.result(timeout=120)
@@ -325,10 +330,16 @@ class StreamSession:
         settled = self.decoding.language is not None
         covered = previous is not None and self._heard_the_end(previous, cut)
         # Reuse the last decode when it already heard it all; never lose words a partial showed.
-        words = heard if covered and heard and settled else (self._final_words(cut) or heard)
+        fullest = [w for w in self._fullest if w.start < cut]
+        reusable = covered and heard and settled and not _collapsed(heard, fullest)
+        words = heard if reusable else (self._final_words(cut) or heard)
+        if _collapsed(words, fullest):  # never lose the words a partial of this utterance showed
+            words = fullest
+        logger.debug("final: reused %s, %d words, fullest %d", reusable, len(words), len(fullest))
         words = _not_before(words, utterance_start)
         self.committed_until = cut
         self._previous = None
+        self._fullest = []
         self._without_context = False
         self._trim(cut)
         return self._final_event(words)
@@ -369,7 +380,10 @@ class StreamSession:
         events = self._commit_stable(words, spans[0][0], decoded_until)
         if events:
             words = [w for w in words if (w.start + w.end) / 2 >= self.committed_until]
+            self._fullest = [w for w in self._fullest if (w.start + w.end) / 2 >= self.committed_until]
         self._previous = _Hypothesis(words, decoded_until)
+        if len(words) >= len(self._fullest):
+            self._fullest = words
         self._trim(spans[0][0])
         if words:
             events.append(self._partial_event(words))
