@@ -106,12 +106,17 @@ SILERO_CONTEXT = 64  # samples of the previous frame it sees with each frame
 QUIET_WARMUP_FRAMES = 30  # silence that sets the state a live stream starts and resets to
 
 
+def end_threshold(options: VadOptions) -> float:
+    """Probability below which speech counts as ended (faster-whisper's default neg_threshold)."""
+    return max(options.threshold - 0.15, 0.01)
+
+
 def spans_from_probabilities(probabilities: np.ndarray, options: VadOptions) -> list[Span]:
     """Speech spans from Silero's frame probabilities, by the rules of faster-whisper's
     `get_speech_timestamps` (without its split of over-long speech): speech starts at a frame
     above `threshold`, ends where it fell below `threshold - 0.15` for `min_silence_ms`, is
     kept if longer than `min_speech_ms`, and is padded by `speech_pad_ms` each side."""
-    negative = max(options.threshold - 0.15, 0.01)
+    negative = end_threshold(options)
     min_silence = SAMPLE_RATE * options.min_silence_ms / 1000
     min_speech = SAMPLE_RATE * options.min_speech_ms / 1000
     total = probabilities.shape[0] * SILERO_FRAME
@@ -193,7 +198,7 @@ class StreamingVad:
 
     def __init__(self, options: VadOptions, reset_after: float | None = 0.3) -> None:
         self.options = options
-        self.negative = max(options.threshold - 0.15, 0.01)
+        self.negative = end_threshold(options)
         self._reset_frames = None if reset_after is None else max(1, round(reset_after * SAMPLE_RATE / SILERO_FRAME))
         self._state = np.zeros((2, 1, 1, 128), np.float32) if reset_after is None else _quiet_state()
         self._previous = np.zeros(SILERO_CONTEXT, np.float32)
