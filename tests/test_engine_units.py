@@ -99,6 +99,16 @@ def test_echoed_segment_squeezed_into_no_time_is_dropped() -> None:
     assert drop_echoes([said, echo]) == [said]
     assert drop_echoes([said, spoken_again]) == [said, spoken_again]
     assert drop_echoes([echo]) == [echo]
+    # At the end of a stream window (FLEURS en 002) the echo left out the first word:
+    town = RawSegment(1.2, 7.12, (), " To the north and within easy reach is the romantic town of Sintra.")
+    loose_echo = RawSegment(7.12, 7.5, (), " The north and within easy reach is the romantic town of Sintra")
+    assert drop_echoes([town, loose_echo]) == [town]
+    different = RawSegment(7.12, 7.5, (), " The south and beyond is the old town of Lisbon")
+    assert drop_echoes([town, different]) == [town, different]
+    # ... or echoed two segments, each in its own squeezed segment:
+    made = RawSegment(7.2, 8.6, (), " Tret, which was made famous.")
+    echoes = [RawSegment(8.6, 8.6, (), town.text), RawSegment(8.6, 8.7, (), " Tret which was made famous")]
+    assert drop_echoes([town, made, *echoes]) == [town, made]
 
 
 def test_trimmed_window_decodes_the_same_alone_or_batched(tiny: Any) -> None:

@@ -233,11 +233,34 @@ def test_a_decode_that_heard_the_pause_is_reused_for_the_final(http: TestClient)
     assert not session._heard_the_end(_Hypothesis([words[0], Word(42.6, 43.5, " sen", 0.9)], 43.6), cut)
     assert not session._heard_the_end(_Hypothesis(words, 43.3), cut)  # stopped too early to know
     assert not session._heard_the_end(_Hypothesis(words, 45.0), cut)  # from another utterance
-    # It reached the frame where Silero's speech probability fell (VAD end minus its pad):
+    # It reached two frames past the one where Silero's speech probability fell (VAD end minus its pad):
     silero_end = 43.71 - session.policy.vad.speech_pad_ms / 1000
     late_word = [words[0], Word(42.6, silero_end - 0.02, " sentence.", 0.9)]
-    assert session._heard_the_end(_Hypothesis(late_word, silero_end), cut)
-    assert not session._heard_the_end(_Hypothesis(late_word, silero_end - 0.05), cut)
+    assert session._heard_the_end(_Hypothesis(late_word, silero_end + 0.064), cut)
+    assert not session._heard_the_end(_Hypothesis(late_word, silero_end), cut)  # a last "s" may be cut
+
+
+def test_a_decode_stopped_at_the_fall_of_silero_is_not_the_final(tiny: Transcriber) -> None:
+    """JFK decoded up to the frame where Silero's score falls after "Americans" is heard as
+    "America" (tiny.en, this clip); two frames later the word is whole."""
+    from dattavani_asr.engine import AudioWindow
+    from dattavani_asr.options import DecodingOptions
+    from dattavani_asr.server.streaming import AFTER_FALL_SECONDS, StreamPolicy
+    from dattavani_asr.vad import StreamingVad
+
+    policy = StreamPolicy()
+    audio = decode_audio(JFK)
+    vad = StreamingVad(policy.vad)
+    vad.feed(audio)
+    fall = vad.spans(since=0)[0].end / SAMPLE_RATE - policy.vad.speech_pad_ms / 1000
+    options = DecodingOptions(language="en", beam_size=1, word_timestamps=True, temperatures=(0.0,))
+    engine = tiny.engine()
+
+    def last_word(until: float) -> str:
+        [result], *_ = engine.transcribe_batch([AudioWindow(0.0, audio[: round(until * SAMPLE_RATE)])], options)
+        return [w.word for s in result.segments for w in s.words][-1].strip(" .,").lower()
+
+    assert last_word(fall + AFTER_FALL_SECONDS) == "americans"
 
 
 def test_a_collapsed_decode_never_replaces_the_words_a_partial_showed() -> None:
@@ -248,6 +271,8 @@ def test_a_collapsed_decode_never_replaces_the_words_a_partial_showed() -> None:
     fullest = [Word(21.2 + i, 21.8 + i, f" w{i}", 0.9) for i in range(8)]
     assert _collapsed([Word(24.9, 25.0, " Cab", 0.5)], fullest)
     assert not _collapsed(fullest[:5], fullest) and not _collapsed([], [])
+    misheard = [Word(0.96, 2.36, " I", 0.4), Word(2.36, 2.42, " will.", 0.3)]
+    assert not _collapsed([Word(1.14, 2.54, " However,", 0.8)], misheard)  # a correction
 
 
 def test_context_heard_again_is_not_repeated_even_cut_short() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from .decoding import TIME_PRECISION
@@ -86,23 +87,34 @@ SECONDS_PER_WORD_FLOOR = 0.1
 
 
 def drop_echoes(segments: list[RawSegment]) -> list[RawSegment]:
-    """Drop a segment that repeats the one before it in far too little time to have been spoken.
+    """Drop a segment that repeats earlier ones in far too little time to have been spoken.
 
-    Near the end of a short (trimmed) encoder context Whisper may emit the whole previous sentence
-    again, squeezed into a few hundredths of a second; a repetition really spoken keeps its length.
+    Near the end of a short (trimmed) encoder context Whisper may emit the previous sentence (or
+    two) again, squeezed into a few hundredths of a second; a repetition really spoken keeps its length.
     """
     kept: list[RawSegment] = []
+    heard: list[str] = []
     for segment in segments:
-        words = segment.text.split()
+        words = _normal_words(segment.text)
         too_fast = segment.end - segment.start < SECONDS_PER_WORD_FLOOR * len(words)
-        if kept and too_fast and _same_words(kept[-1].text, segment.text):
+        if too_fast and _echoes(heard, words):
             continue
         kept.append(segment)
+        heard.extend(words)
     return kept
 
 
-def _same_words(first: str, second: str) -> bool:
-    def normal(text: str) -> list[str]:
-        return ["".join(c for c in word.lower() if c.isalnum()) for word in text.split()]
+ECHO_SIMILARITY = 0.8
 
-    return normal(first) == normal(second)
+
+def _normal_words(text: str) -> list[str]:
+    return ["".join(c for c in word.lower() if c.isalnum()) for word in text.split()]
+
+
+def _echoes(heard: list[str], words: list[str]) -> bool:
+    """Whether nearly all of `words` repeat `heard` in order (the echo of "To the north and within
+    easy reach..." may start "The north and within easy reach...")."""
+    if not heard or not words:
+        return False
+    blocks = difflib.SequenceMatcher(None, heard, words, autojunk=False).get_matching_blocks()
+    return sum(block.size for block in blocks) >= ECHO_SIMILARITY * len(words)

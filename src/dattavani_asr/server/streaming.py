@@ -43,7 +43,9 @@ QUIET_SECONDS = 0.06
 MIN_HEARD_SPEECH_SECONDS = 0.4  # speech Whisper should have found a word in
 OWN_DECODE_SHARE = 1.25  # a session decodes at most 80 % of the time
 PARTIAL_SHARE = 0.5  # of the engine's time, for the partials of all its live sessions together
+MIN_COLLAPSED_WORDS = 3  # words a collapsed decode lost, at least
 HEARD_PAUSE_SECONDS = 0.25  # silence after the last word that shows a decode heard an utterance end
+AFTER_FALL_SECONDS = 0.06  # audio a decode must have past the fall of Silero's score (two frames)
 LANGUAGE_MIN_SECONDS = 2.0
 # Text tokens per second of audio a decode may produce: English speech needs under 6 (FLEURS,
 # LibriSpeech); scripts Whisper's tokenizer spells byte by byte (Kannada, Hindi) need several
@@ -145,8 +147,9 @@ def _not_before(words: list[Word], onset: float) -> list[Word]:
 
 def _collapsed(words: list[Word], fullest: list[Word]) -> bool:
     """A decode that kept under 60 % of the words an earlier one heard in the same audio: greedy
-    decoding sometimes stops after a word ("Cab" for "Cabbage juice changes color...")."""
-    return len(words) < 0.6 * len(fullest)
+    decoding sometimes stops after a word ("Cab" for "Cabbage juice changes color..."). A word or
+    two fewer is a correction, not a collapse ("However," after a partial "I will.")."""
+    return len(words) < 0.6 * len(fullest) and len(fullest) - len(words) >= MIN_COLLAPSED_WORDS
 
 
 def _words(result: WindowResult) -> list[Word]:
@@ -347,15 +350,16 @@ class StreamSession:
     def _heard_the_end(self, hypothesis: _Hypothesis, cut: float) -> bool:
         """Whether a decode ending at `hypothesis.covers_until` already heard the whole utterance.
 
-        It did if it reached the frame where Silero's speech probability fell (the VAD end before
-        its pad; Silero's score lags the sound, so the speech had ended). Silero also marks some
+        It did if it reached two frames past the one where Silero's speech probability fell (the
+        VAD end before its pad): a last consonant sounds on past the fall, and JFK's "Americans"
+        cut at the fall is heard as "America". Silero also marks some
         ends late, after a breath or a click: a decode that stopped before the VAD end still heard
         it all when Whisper's last word ended well before the decode's end.
         """
         if not cut - self.policy.tail - 0.25 <= hypothesis.covers_until <= cut + 1.0:
             return False
         silero_end = cut - self.policy.tail - self.policy.vad.speech_pad_ms / 1000
-        if hypothesis.covers_until >= silero_end - 1e-3:
+        if hypothesis.covers_until >= silero_end + AFTER_FALL_SECONDS - 1e-3:
             return True
         words = hypothesis.words
         return bool(words) and hypothesis.covers_until - words[-1].end >= HEARD_PAUSE_SECONDS
