@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -280,6 +281,30 @@ def test_context_heard_again_is_not_repeated_even_cut_short() -> None:
 
     assert _same_word("america", "americans") and _same_word("country", "country")
     assert not _same_word("ask", "asked") and not _same_word("the", "there") and not _same_word("can", "do")
+
+
+def timed_words(text: str, start: float) -> list[Word]:
+    return [Word(start + i / 10, start + i / 10 + 0.05, f" {word}", 0.5) for i, word in enumerate(text.split())]
+
+
+def test_context_misheard_into_the_next_utterance_is_dropped(http: TestClient) -> None:
+    """Given "...my fellow Americans" as context, tiny.en heard the short "Ask not!" after it as
+    "And all my fellow Americans." (a final repeated the one before)."""
+    from dattavani_asr.options import DecodingOptions
+    from dattavani_asr.server.streaming import StreamSession
+
+    state = http.app.state.server  # type: ignore[attr-defined]
+    with state.models.use("tiny.en") as entry:
+        session = StreamSession(entry.batcher, DecodingOptions(language="en", beam_size=1))
+    session.finals, session.committed_until = ["and so my fellow Americans"], 3.4
+    echo = timed_words("And all my fellow Americans.", 3.5)
+    assert session._without_repeated_tail(echo) == []
+    new = [Word(3.5, 3.8, " Ask", 0.9), Word(3.8, 4.1, " not!", 0.9)]
+    assert session._without_repeated_tail(echo + new) == new
+    said_again_later = [replace(word, start=word.start + 2, end=word.end + 2) for word in echo]
+    assert session._without_repeated_tail(said_again_later) == said_again_later
+    different = timed_words("and so we all went home", 3.5)
+    assert session._without_repeated_tail(different) == different
 
 
 def test_partials_of_all_live_sessions_keep_room_for_finals(http: TestClient) -> None:

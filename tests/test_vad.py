@@ -84,6 +84,8 @@ def test_forget_and_quiet_seconds() -> None:
     vad.forget_before(cut - SAMPLE_RATE)
     assert vad.first_frame == (cut - SAMPLE_RATE) // SILERO_FRAME
     assert all(span.start >= vad.first_frame * SILERO_FRAME for span in vad.spans())
+    assert vad.fading()
     vad.feed(audio[cut : round((onset + 0.5) * SAMPLE_RATE)])
     assert vad.quiet_seconds() < 0.1 and vad.spans()[-1].start / SAMPLE_RATE > onset - 0.2
+    assert not vad.fading()  # half a second into the next sentence
     assert vad.scored_until == round((onset + 0.5) * SAMPLE_RATE) // SILERO_FRAME * SILERO_FRAME

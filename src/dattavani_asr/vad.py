@@ -253,6 +253,10 @@ class StreamingVad:
         found = spans_from_probabilities(self.probabilities[skip:], self.options)
         return [Span(span.start + offset, span.end + offset) for span in found]
 
+    def fading(self) -> bool:
+        """Whether the newest frame scored below the start-of-speech threshold (speech may be ending)."""
+        return bool(self.probabilities.size) and float(self.probabilities[-1]) < self.options.threshold
+
     def quiet_seconds(self) -> float:
         """How long the newest frames have been below the end-of-speech threshold."""
         loud = np.flatnonzero(self.probabilities >= self.negative)

@@ -95,9 +95,9 @@ def drop_echoes(segments: list[RawSegment]) -> list[RawSegment]:
     kept: list[RawSegment] = []
     heard: list[str] = []
     for segment in segments:
-        words = _normal_words(segment.text)
+        words = normal_words(segment.text)
         too_fast = segment.end - segment.start < SECONDS_PER_WORD_FLOOR * len(words)
-        if too_fast and _echoes(heard, words):
+        if too_fast and echoes(heard, words):
             continue
         kept.append(segment)
         heard.extend(words)
@@ -107,11 +107,11 @@ def drop_echoes(segments: list[RawSegment]) -> list[RawSegment]:
 ECHO_SIMILARITY = 0.8
 
 
-def _normal_words(text: str) -> list[str]:
+def normal_words(text: str) -> list[str]:
     return ["".join(c for c in word.lower() if c.isalnum()) for word in text.split()]
 
 
-def _echoes(heard: list[str], words: list[str]) -> bool:
+def echoes(heard: list[str], words: list[str]) -> bool:
     """Whether nearly all of `words` repeat `heard` in order (the echo of "To the north and within
     easy reach..." may start "The north and within easy reach...")."""
     if not heard or not words:

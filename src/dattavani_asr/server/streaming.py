@@ -22,6 +22,7 @@ import numpy as np
 
 from ..audio import SAMPLE_RATE
 from ..engine import AudioWindow, WindowResult
+from ..engine.segments import echoes
 from ..errors import InvalidOptionError
 from ..options import DecodingOptions, VadOptions
 from ..transcript import Word
@@ -34,15 +35,22 @@ logger = logging.getLogger(__name__)
 # decode detects again (Whisper's detection on a second or two of speech is often wrong).
 LANGUAGE_CONFIDENCE = 0.8
 MAX_WINDOW_SECONDS = 29.5
-STREAM_ENCODER_SECONDS = 15.0  # utterances up to 10 s of all sessions share one encoder context
+# Encoder context of windows up to 10 s: all sessions share it (trimmed contexts of 10-12.5 s made
+# tiny.en repeat sentences, and a temperature fallback then doubled a decode to ~1 s). Short windows
+# (an utterance's first second) get 7.5 s: ~35 % faster, same words on the 1-s starts of the FLEURS clips.
+STREAM_ENCODER_SECONDS = 15.0
+SHORT_WINDOW_SECONDS = 2.5
 REMAINDER_SECONDS = 1.5
 # Speech that paused this long (or whose newest frames Silero scores this long as quiet) is decoded
 # at once, so the final can reuse the decode if the pause lasts.
 PAUSE_SECONDS = 0.05
 QUIET_SECONDS = 0.06
+HOLD_SECONDS = 0.1
 MIN_HEARD_SPEECH_SECONDS = 0.4  # speech Whisper should have found a word in
+ONSET_SECONDS = 1.0  # partials of an utterance's first second of speech are decoded without context
 OWN_DECODE_SHARE = 1.25  # a session decodes at most 80 % of the time
 PARTIAL_SHARE = 0.5  # of the engine's time, for the partials of all its live sessions together
+MIN_ECHO_WORDS = 4  # a shorter run of words like the last final's end must repeat it exactly
 MIN_COLLAPSED_WORDS = 3  # words a collapsed decode lost, at least
 HEARD_PAUSE_SECONDS = 0.25  # silence after the last word that shows a decode heard an utterance end
 AFTER_FALL_SECONDS = 0.06  # audio a decode must have past the fall of Silero's score (two frames)
@@ -268,14 +276,17 @@ class StreamSession:
             self.buffer_start += samples / SAMPLE_RATE
             self.vad.forget_before(round(self.buffer_start * SAMPLE_RATE))
 
-    def _decode_until(self, end: float, since: float | None = None, priority: int = Priority.INTERACTIVE) -> list[Word]:
+    def _decode_until(
+        self, end: float, since: float | None = None, priority: int = Priority.INTERACTIVE, lead: float | None = None
+    ) -> list[Word]:
         """Words spoken after `since` (default: the committed point) and before `end`.
 
         Without `since`, the window starts with the kept context before the committed point; with
-        it, just `policy.lead` before `since`.
+        it, `lead` (default `policy.lead`) before `since`.
         """
         since = self.committed_until if since is None else since
-        start = self.buffer_start if since == self.committed_until else max(self.buffer_start, since - self.policy.lead)
+        lead = self.policy.lead if lead is None else lead
+        start = self.buffer_start if since == self.committed_until else max(self.buffer_start, since - lead)
         if end - start > MAX_WINDOW_SECONDS:  # far behind: drop the context, then the newest audio
             start = max(start, since - self.policy.lead)
             end = min(end, start + MAX_WINDOW_SECONDS)
@@ -297,21 +308,24 @@ class StreamSession:
         first = self._decode_seconds == 0.0
         self._decode_seconds = seconds if first else 0.7 * self._decode_seconds + 0.3 * seconds
 
-    def _final_words(self, cut: float) -> list[Word]:
+    def _final_words(self, onset: float, cut: float) -> list[Word]:
         """The utterance's words; what Whisper left out after stopping early is decoded on its own."""
-        words = self._utterance_words(cut, Priority.INTERACTIVE, retry=True)
+        speech = cut - self.policy.tail - onset
+        words = self._hypothesis_words(onset, speech, cut, Priority.INTERACTIVE, final=True)
         if words and cut - words[-1].end > REMAINDER_SECONDS:
             words += self._decode_until(cut, since=words[-1].end)
         return words
 
     def _without_repeated_tail(self, words: list[Word]) -> list[Word]:
-        """Drop leading words that repeat the end of the last final (the context, timed a little late)."""
-        if not self.finals or not words:
+        """Drop leading words that repeat the end of the last final: the context timed a little
+        late, or misheard into the new speech ("And all my fellow Americans." for "Ask not!")."""
+        if not self.finals or not words or words[0].start - self.committed_until >= self.policy.context:
             return words
         tail = [_norm(word) for word in self.finals[-1].split()]
-        for size in range(min(3, len(tail), len(words)), 0, -1):
-            near = words[0].start - self.committed_until < self.policy.context
-            if near and all(map(_same_word, [_norm(w.word) for w in words[:size]], tail[-size:])):
+        for size in range(min(len(tail), len(words)), 0, -1):
+            heard = [_norm(word.word) for word in words[:size]]
+            same = all(map(_same_word, heard, tail[-size:]))
+            if same or (size >= MIN_ECHO_WORDS and echoes(tail[-size:], heard)):
                 return words[size:]
         return words
 
@@ -325,7 +339,8 @@ class StreamSession:
             if confident or window.duration >= LANGUAGE_SECONDS:
                 self.decoding = replace(self.decoding, language=language)
         rate = TOKENS_PER_SECOND.get(language, OTHER_TOKENS_PER_SECOND)
-        return replace(self.decoding, language=language, max_tokens_per_second=rate)
+        floor = STREAM_ENCODER_SECONDS if window.duration > SHORT_WINDOW_SECONDS else 0.0
+        return replace(self.decoding, language=language, max_tokens_per_second=rate, min_encoder_seconds=floor)
 
     def _finalise(self, utterance_start: float, cut: float) -> Event | None:
         previous = self._previous
@@ -335,7 +350,7 @@ class StreamSession:
         # Reuse the last decode when it already heard it all; never lose words a partial showed.
         fullest = [w for w in self._fullest if w.start < cut]
         reusable = covered and heard and settled and not _collapsed(heard, fullest)
-        words = heard if reusable else (self._final_words(cut) or heard)
+        words = heard if reusable else (self._final_words(utterance_start, cut) or heard)
         if _collapsed(words, fullest):  # never lose the words a partial of this utterance showed
             words = fullest
         logger.debug("final: reused %s, %d words, fullest %d", reusable, len(words), len(fullest))
@@ -370,14 +385,19 @@ class StreamSession:
         paused = self.buffer_end - spans[-1][1] >= PAUSE_SECONDS or self.vad.quiet_seconds() >= QUIET_SECONDS
         covered = self._previous is not None and self._previous.covers_until >= spans[-1][1]
         due = self.audio_received - self._last_decode_at >= self.step
+        # Whisper finds no word in the first 0.2-0.3 s of speech: such a decode only delays the next.
+        due = due and spans[-1][1] - spans[0][0] >= MIN_HEARD_SPEECH_SECONDS
+        # A partial started as speech fades would make a pause decode wait for it: hold it briefly.
+        held = self.vad.fading() and self.audio_received - self._last_decode_at < self.step + HOLD_SECONDS
+        due = due and not held
         if not (due or (paused and not covered)):
             return []
         decoded_until = self.buffer_end
         self._last_decode_at = self.audio_received
-        heard = spans[-1][1] - spans[0][0] >= MIN_HEARD_SPEECH_SECONDS
         # A decode at a pause is likely the final's (reused if the pause lasts): it goes first.
         priority = Priority.PARTIAL if due else Priority.INTERACTIVE
-        words = _not_before(self._utterance_words(decoded_until, priority, retry=heard), spans[0][0])
+        words = self._hypothesis_words(spans[0][0], spans[-1][1] - spans[0][0], decoded_until, priority)
+        words = _not_before(words, spans[0][0])
         self._adapt_step()
         if not words:  # too little speech for a word yet: look again sooner than a full step
             self._last_decode_at -= self.step / 2
@@ -392,6 +412,23 @@ class StreamSession:
         if words:
             events.append(self._partial_event(words))
         return events
+
+    def _hypothesis_words(
+        self, onset: float, speech: float, end: float, priority: int, final: bool = False
+    ) -> list[Word]:
+        """The utterance's words up to `end`.
+
+        The committed context helps Whisper with a short phrase, but given it Whisper often ends at
+        the context's sentence end and hears none of a second of new speech (the retry without it
+        made the first partial come 1.3-1.8 s after the onset). So the first partials of an
+        utterance are decoded alone (a final may reuse one that heard the utterance's end).
+        """
+        fresh = bool(self.finals) and onset > self.committed_until + 0.05 and not self._without_context
+        if fresh and priority == Priority.PARTIAL and speech < ONSET_SECONDS:
+            # Every word of the window is new (Whisper may time the first one inside the lead).
+            start = max(self.committed_until + 1e-3, onset - self.policy.lead)
+            return self._decode_until(end, since=start, priority=priority, lead=0.0)
+        return self._utterance_words(end, priority, retry=final or speech >= MIN_HEARD_SPEECH_SECONDS)
 
     def _utterance_words(self, end: float, priority: int, retry: bool) -> list[Word]:
         """The utterance's words up to `end`, decoded after the kept context. Given that context,
