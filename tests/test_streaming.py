@@ -150,6 +150,28 @@ def test_abrupt_disconnect_leaves_the_server_healthy(http: TestClient) -> None:
     assert "country" in stream(http, audio + bytes(32000))[-1]["text"].lower()
 
 
+def test_a_session_that_fails_says_so_and_closes(http: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure inside a session (here a decode that raises) ends it with an `error` event and
+    close code 1011, not a dropped connection; other sessions are unaffected."""
+    from dattavani_asr.server.streaming import StreamSession
+
+    def broken_update(self: StreamSession, ending: bool = False) -> list[dict[str, Any]]:
+        raise RuntimeError("decoder exploded")
+
+    audio = pcm16(decode_audio(JFK))
+    with monkeypatch.context() as patch:
+        patch.setattr(StreamSession, "update", broken_update)
+        with http.websocket_connect("/v1/stream?api_key=k") as ws:
+            assert ws.receive_json()["type"] == "ready"
+            ws.send_bytes(audio[:32000])
+            error = ws.receive_json()
+            assert error["type"] == "error" and error["code"] == "internal"
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == 1011
+    assert "country" in stream(http, audio + bytes(32000))[-1]["text"].lower()
+
+
 def test_concurrent_sessions_each_get_their_own_transcript(http: TestClient, tiny: Transcriber) -> None:
     clips = [JFK, *(DATA / item["file"] for item in fleurs("en")[:3])]
     results: dict[int, str] = {}

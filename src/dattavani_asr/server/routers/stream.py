@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,8 @@ from ..streaming import Event, PcmDecoder, StreamSession
 router = APIRouter(tags=["streaming"])
 POLICY_VIOLATION = 1008
 UNSUPPORTED_DATA = 1003
+INTERNAL_ERROR = 1011
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -97,16 +100,31 @@ async def stream(websocket: WebSocket) -> None:
 async def _serve(state: ServerState, websocket: WebSocket, session: StreamSession, decoder: PcmDecoder) -> None:
     inbox = _Inbox()
     worker = asyncio.ensure_future(_process(state, websocket, session, inbox))
+    receiver = asyncio.ensure_future(_receive(websocket, session, decoder, inbox))
     try:
-        await _receive(websocket, session, decoder, inbox)
+        await asyncio.wait({worker, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        if worker.done():  # the session failed while audio was still coming
+            await worker
+        await receiver
         inbox.ended = True
         inbox.changed.set()
         await worker
         await websocket.close()
     except WebSocketDisconnect:
         pass
+    except Exception:  # a failed decode or a bug: say so and close, never drop the connection silently
+        logger.exception("stream session %s failed", session.session_id)
+        await _close_failed(websocket)
     finally:
         worker.cancel()
+        receiver.cancel()
+
+
+async def _close_failed(websocket: WebSocket) -> None:
+    with contextlib.suppress(Exception):  # the client may already be gone
+        message = "the session failed on the server (see its log); start a new one"
+        await websocket.send_json({"type": "error", "code": "internal", "message": message})
+        await websocket.close(code=INTERNAL_ERROR)
 
 
 async def _receive(websocket: WebSocket, session: StreamSession, decoder: PcmDecoder, inbox: _Inbox) -> None:
