@@ -386,3 +386,19 @@ def test_partials_follow_each_new_utterance_within_a_second(http: TestClient) ->
     texts = " ".join(event["text"] for event in events if event["type"] == "final")
     references = [JFK_REFERENCE] + [item["reference"] for item in items]
     assert word_error_rate([" ".join(references)], [texts]) < 0.2, texts
+
+
+def test_a_decoding_loop_keeps_one_copy() -> None:
+    """Through Chromium's echo canceller tiny.en once decoded JFK's first sentence three and a half
+    times ("And so my fellow Americans. And so my fellow Americans. ... And so my fellow Ask not!")."""
+    from dattavani_asr.server.streaming import _without_loops
+
+    def text(words: list[Word]) -> str:
+        return " ".join(word.word.strip() for word in words)
+
+    looped = timed_words(" ".join(["And so my fellow Americans."] * 3 + ["And so my fellow Ask not!"]), 1.0)
+    kept = _without_loops(looped)
+    assert text(kept) == "And so my fellow Americans. Ask not!"
+    assert kept[-1].start == looped[-1].start  # the words after the loop keep their times
+    for speech in ("no no no I said no no no", "we will fight we will fight on the beaches"):
+        assert text(_without_loops(timed_words(speech, 0.0))) == speech  # repeated speech is left alone

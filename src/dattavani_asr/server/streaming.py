@@ -50,6 +50,7 @@ MIN_HEARD_SPEECH_SECONDS = 0.4  # speech Whisper should have found a word in
 ONSET_SECONDS = 1.0  # partials of an utterance's first second of speech are decoded without context
 OWN_DECODE_SHARE = 1.25  # a session decodes at most 80 % of the time
 PARTIAL_SHARE = 0.5  # of the engine's time, for the partials of all its live sessions together
+MIN_LOOP_WORDS, LOOP_COPIES = 3, 3  # a phrase of 3+ words said 3 times back to back is a decoding loop
 MIN_ECHO_WORDS = 4  # a shorter run of words like the last final's end must repeat it exactly
 MIN_COLLAPSED_WORDS = 3  # words a collapsed decode lost, at least
 HEARD_PAUSE_SECONDS = 0.25  # silence after the last word that shows a decode heard an utterance end
@@ -158,6 +159,28 @@ def _collapsed(words: list[Word], fullest: list[Word]) -> bool:
     decoding sometimes stops after a word ("Cab" for "Cabbage juice changes color..."). A word or
     two fewer is a correction, not a collapse ("However," after a partial "I will.")."""
     return len(words) < 0.6 * len(fullest) and len(fullest) - len(words) >= MIN_COLLAPSED_WORDS
+
+
+def _without_loops(words: list[Word]) -> list[Word]:
+    """One copy of a phrase of 3+ words said three or more times back to back, and no trailing
+    start of a further copy: a decoding loop ("And so my fellow Americans." three times and "And
+    so my fellow", heard through Chromium's echo canceller), not speech."""
+    norms = [_norm(word.word) for word in words]
+    for size in range(MIN_LOOP_WORDS, len(words) // LOOP_COPIES + 1):
+        for start in range(len(words) - LOOP_COPIES * size + 1):
+            phrase = norms[start : start + size]
+            copies = 1
+            while norms[start + copies * size : start + (copies + 1) * size] == phrase:
+                copies += 1
+            if copies >= LOOP_COPIES:
+                rest = start + copies * size
+                rest += _common_prefix(norms[rest : rest + size], phrase)
+                return _without_loops(words[: start + size] + words[rest:])
+    return words
+
+
+def _common_prefix(first: list[str], second: list[str]) -> int:
+    return next((i for i, (a, b) in enumerate(zip(first, second)) if a != b), min(len(first), len(second)))
 
 
 def _words(result: WindowResult) -> list[Word]:
@@ -300,7 +323,7 @@ class StreamSession:
         self._note_decode(seconds)
         logger.debug("decoded %.2f-%.2f s (priority %d) in %.3f s", start, end, priority, seconds)
         words = [w for w in _words(result) if (w.start + w.end) / 2 >= since and w.start < end]
-        return self._without_repeated_tail(words)
+        return _without_loops(self._without_repeated_tail(words))
 
     def _note_decode(self, seconds: float) -> None:
         """Keep a smoothed decode time: one slow decode (a fallback, a busy moment) must not
