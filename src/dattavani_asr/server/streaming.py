@@ -311,7 +311,7 @@ class StreamSession:
         lead = self.policy.lead if lead is None else lead
         start = self.buffer_start if since == self.committed_until else max(self.buffer_start, since - lead)
         if end - start > MAX_WINDOW_SECONDS:  # far behind: drop the context, then the newest audio
-            start = max(start, since - self.policy.lead)
+            start = max(start, since - lead)
             end = min(end, start + MAX_WINDOW_SECONDS)
         first, last = (round((t - self.buffer_start) * SAMPLE_RATE) for t in (start, end))
         window = AudioWindow(start, self.buffer[first:last].copy())
