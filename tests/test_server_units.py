@@ -96,6 +96,24 @@ def test_partial_batches_stay_small_while_finals_batch_fully(manager: ModelManag
     assert batcher.window_seconds is not None and 0.01 < batcher.window_seconds < 30
 
 
+def test_a_lone_partial_is_decoded_without_waiting_for_a_batch(manager: ModelManager) -> None:
+    """Partials are decoded one at a time, so waiting `max_wait` for companions only delays them;
+    an interactive window still waits for windows that could share its batch."""
+    with manager.use("tiny.en") as entry:
+        recording = RecordingEngine(entry.engine)
+        recording.gate.set()
+        batcher = DynamicBatcher(recording, max_batch=8, max_wait=1.0)
+        audio = decode_audio(JFK)[: 2 * SAMPLE_RATE]
+        started = time.perf_counter()
+        batcher.submit([AudioWindow(1.0, audio)], ENGLISH, Priority.PARTIAL)[0].result(60)
+        partial_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        batcher.submit([AudioWindow(2.0, audio)], ENGLISH, Priority.INTERACTIVE)[0].result(60)
+        interactive_seconds = time.perf_counter() - started
+        batcher.stop()
+    assert partial_seconds < 0.9 < interactive_seconds
+
+
 def test_batcher_counts_live_streams(manager: ModelManager) -> None:
     with manager.use("tiny.en") as entry:
         batcher = DynamicBatcher(entry.engine)

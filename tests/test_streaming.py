@@ -263,6 +263,31 @@ def test_a_decode_that_heard_the_pause_is_reused_for_the_final(http: TestClient)
     assert not session._heard_the_end(_Hypothesis(late_word, silero_end), cut)  # a last "s" may be cut
 
 
+def test_a_quick_onset_partial_is_never_the_final(http: TestClient) -> None:
+    """Partials of an utterance's first second are decoded in a 7.5-s encoder context, which
+    misheard short windows ("However, however,"): a final decodes the utterance again."""
+    from dattavani_asr.options import DecodingOptions
+    from dattavani_asr.server.streaming import StreamSession, _Hypothesis
+
+    audio = decode_audio(JFK)[: round(2.6 * SAMPLE_RATE)]  # "And so my fellow Americans", then a pause
+    state = http.app.state.server  # type: ignore[attr-defined]
+    with state.models.use("tiny.en") as entry:
+        finals = []
+        for quick in (False, True):
+            session = StreamSession(entry.batcher, DecodingOptions(language="en", beam_size=1))
+            session.feed(audio)
+            span = session.vad.spans(since=0)[0]
+            cut = span.end / SAMPLE_RATE + session.policy.tail
+            shown = [Word(0.3, 1.0, " Hello", 0.9), Word(1.0, 2.1, " world.", 0.9)]
+            session._previous = _Hypothesis(shown, cut, quick)
+            session._fullest = shown
+            final = session._finalise(span.start / SAMPLE_RATE, cut)
+            assert final is not None
+            finals.append(final["text"].lower())
+    assert finals[0] == "hello world."  # a full decode that heard the end is reused as it is
+    assert "americans" in finals[1]  # decoded again (tiny.en: "and so am i fell in americans")
+
+
 def test_a_decode_stopped_at_the_fall_of_silero_is_not_the_final(tiny: Transcriber) -> None:
     """JFK decoded up to the frame where Silero's score falls after "Americans" is heard as
     "America" (tiny.en, this clip); two frames later the word is whole."""
@@ -284,6 +309,36 @@ def test_a_decode_stopped_at_the_fall_of_silero_is_not_the_final(tiny: Transcrib
         return [w.word for s in result.segments for w in s.words][-1].strip(" .,").lower()
 
     assert last_word(fall + AFTER_FALL_SECONDS) == "americans"
+
+
+def test_words_that_stop_before_silero_end_have_their_end_decoded_again(http: TestClient) -> None:
+    """A final decoded after FLEURS en 002's context once ended "recorded by a board" (Silero heard
+    speech 0.55 s past it): the last words are decoded again on their own ("by Lord Byron")."""
+    from dattavani_asr.options import DecodingOptions
+    from dattavani_asr.server.streaming import StreamSession
+
+    item = next(item for item in fleurs("en") if "lord byron" in item["reference"])
+    audio = decode_audio(DATA / item["file"])
+    state = http.app.state.server  # type: ignore[attr-defined]
+    with state.models.use("tiny.en") as entry:
+        session = StreamSession(entry.batcher, DecodingOptions(language="en", beam_size=1))
+        session.feed(audio)
+        last_span = session.vad.spans(since=0)[-1]
+        cut = last_span.end / SAMPLE_RATE + session.policy.tail
+        words = session._decode_until(cut, since=0.0)
+        assert "byron" in _text_of(words)
+        byron = next(i for i, word in enumerate(words) if "byron" in word.word.lower())
+        stopped_early = words[: byron - 1]  # "...recorded by", the decode stopped before "Lord Byron"
+        assert _text_of(session._with_missed_speech(stopped_early, cut)).endswith("recorded by lord byron")
+        assert session._with_missed_speech(words, cut) == words  # it heard the end: nothing decoded again
+        # Stopped at "town of", its alignment stretching "of" over the 2 s Whisper left out:
+        of = next(i for i, word in enumerate(words) if word.word.strip() == "town") + 1
+        stretched = [*words[:of], replace(words[of], end=cut - 0.1)]
+        assert "made famous to foreigners" in _text_of(session._with_missed_speech(stretched, cut))
+
+
+def _text_of(words: list[Word]) -> str:
+    return " ".join(word.word.strip(" .,!?").lower() for word in words)
 
 
 def test_a_collapsed_decode_never_replaces_the_words_a_partial_showed() -> None:

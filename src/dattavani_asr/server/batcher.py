@@ -132,7 +132,7 @@ class DynamicBatcher:
             while not self._stopped and not self._pending:
                 self._condition.wait()
             deadline = time.monotonic() + self.max_wait
-            while not self._stopped and len(self._pending) < self.max_batch:
+            while not self._stopped and len(self._pending) < self._batch_size():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -140,6 +140,11 @@ class DynamicBatcher:
             if self._stopped:
                 return None
             return self._take()
+
+    def _batch_size(self) -> int:
+        """How many windows the next batch may hold: a batch of partials needs no wait to fill."""
+        urgent = min(self._pending)
+        return self.max_partial_batch if urgent.priority == Priority.PARTIAL else self.max_batch
 
     def _take(self) -> list[_Item]:
         """The most urgent item and up to max_batch-1 others of its priority with the same options."""

@@ -36,11 +36,19 @@ logger = logging.getLogger(__name__)
 LANGUAGE_CONFIDENCE = 0.8
 MAX_WINDOW_SECONDS = 29.5
 # Encoder context of windows up to 10 s: all sessions share it (trimmed contexts of 10-12.5 s made
-# tiny.en repeat sentences, and a temperature fallback then doubled a decode to ~1 s). Short windows
-# (an utterance's first second) get 7.5 s: ~35 % faster, same words on the 1-s starts of the FLEURS clips.
+# tiny.en repeat sentences, and a temperature fallback then doubled a decode to ~1 s). The partials
+# of an utterance's first second get 7.5 s: ~35 % faster, same words on the 1-s starts of the FLEURS
+# clips; but not finals: on 2.5-s windows of the shared clips 7.5 s gave other words in 17 of 46
+# ("However, however," for "However,"; "the middle of a sentence" for "even in the middle...").
 STREAM_ENCODER_SECONDS = 15.0
 SHORT_WINDOW_SECONDS = 2.5
-REMAINDER_SECONDS = 1.5
+# Speech Silero heard after a decode's last word: Whisper sometimes stops a word or two before the
+# end ("recorded by a board" for "recorded by Lord Byron", "town of" for "town of Sintra and which
+# was made famous"); the end is decoded again on its own.
+# Whisper's last word ends within 0.2 s of Silero's end on the shared clips.
+MISSED_SPEECH_SECONDS = 0.45
+LONGEST_WORD_SECONDS = 1.2
+REDECODED_WORDS = 3  # the last words are decoded again with the rest: they may be misheard ("a board")
 # Speech that paused this long (or whose newest frames Silero scores this long as quiet) is decoded
 # at once, so the final can reuse the decode if the pause lasts.
 PAUSE_SECONDS = 0.05
@@ -75,7 +83,7 @@ class StreamPolicy:
     end_silence: float = 0.2  # silence after speech that ends an utterance
     max_utterance: float = 10.0  # beyond this, stable words are committed without a pause
     min_utterance: float = 1.5  # shorter speech waits for a longer pause before it is final
-    short_utterance_silence: float = 0.5
+    short_utterance_silence: float = 0.3
     commit_margin: float = 1.0  # committed words end at least this long before the newest audio
     lead: float = 0.3  # audio kept before the speech onset
     context: float = 1.5  # committed audio decoded again before the next utterance
@@ -191,6 +199,7 @@ def _words(result: WindowResult) -> list[Word]:
 class _Hypothesis:
     words: list[Word]
     covers_until: float  # absolute end of the audio it was decoded from
+    quick: bool = False  # decoded in a short encoder context: a partial only, never reused for a final
 
 
 class StreamSession:
@@ -300,12 +309,18 @@ class StreamSession:
             self.vad.forget_before(round(self.buffer_start * SAMPLE_RATE))
 
     def _decode_until(
-        self, end: float, since: float | None = None, priority: int = Priority.INTERACTIVE, lead: float | None = None
+        self,
+        end: float,
+        since: float | None = None,
+        priority: int = Priority.INTERACTIVE,
+        lead: float | None = None,
+        quick: bool = False,
     ) -> list[Word]:
         """Words spoken after `since` (default: the committed point) and before `end`.
 
         Without `since`, the window starts with the kept context before the committed point; with
-        it, `lead` (default `policy.lead`) before `since`.
+        it, `lead` (default `policy.lead`) before `since`. `quick` decodes a short window in a
+        short encoder context (for a partial).
         """
         since = self.committed_until if since is None else since
         lead = self.policy.lead if lead is None else lead
@@ -315,7 +330,7 @@ class StreamSession:
             end = min(end, start + MAX_WINDOW_SECONDS)
         first, last = (round((t - self.buffer_start) * SAMPLE_RATE) for t in (start, end))
         window = AudioWindow(start, self.buffer[first:last].copy())
-        options = self._options_for(window)
+        options = self._options_for(window, quick)
         started = time.perf_counter()
         [future] = self.batcher.submit([window], options, priority)
         result = future.result(timeout=120)
@@ -332,12 +347,30 @@ class StreamSession:
         self._decode_seconds = seconds if first else 0.7 * self._decode_seconds + 0.3 * seconds
 
     def _final_words(self, onset: float, cut: float) -> list[Word]:
-        """The utterance's words; what Whisper left out after stopping early is decoded on its own."""
         speech = cut - self.policy.tail - onset
-        words = self._hypothesis_words(onset, speech, cut, Priority.INTERACTIVE, final=True)
-        if words and cut - words[-1].end > REMAINDER_SECONDS:
-            words += self._decode_until(cut, since=words[-1].end)
-        return words
+        return self._hypothesis_words(onset, speech, cut, Priority.INTERACTIVE, final=True)
+
+    def _with_missed_speech(self, words: list[Word], cut: float) -> list[Word]:
+        """The words, with their end decoded again on its own when Silero heard speech well after
+        the last one (kept only if that decode reaches further)."""
+        if not words:
+            return words
+        last = words[-1]  # alignment stretches the last word over speech Whisper left out ("of" for 2 s)
+        if self._silero_end(cut) - min(last.end, last.start + LONGEST_WORD_SECONDS) <= MISSED_SPEECH_SECONDS:
+            return words
+        redecoded = self._with_end_decoded_again(words, cut)
+        heard_more = len(redecoded) > len(words) or redecoded[-1].end > last.end
+        return redecoded if heard_more else words
+
+    def _with_end_decoded_again(self, words: list[Word], end: float) -> list[Word]:
+        """`words` with the last REDECODED_WORDS of them replaced by a decode from their start to `end`."""
+        keep = max(0, len(words) - REDECODED_WORDS)
+        rest = self._decode_until(end, since=words[keep].start)
+        return words[:keep] + rest if rest else words
+
+    def _silero_end(self, cut: float) -> float:
+        """Where Silero's speech probability fell, for an utterance cut at `cut`."""
+        return cut - self.policy.tail - self.policy.vad.speech_pad_ms / 1000
 
     def _without_repeated_tail(self, words: list[Word]) -> list[Word]:
         """Drop leading words that repeat the end of the last final: the context timed a little
@@ -352,7 +385,7 @@ class StreamSession:
                 return words[size:]
         return words
 
-    def _options_for(self, window: AudioWindow) -> DecodingOptions:
+    def _options_for(self, window: AudioWindow, quick: bool = False) -> DecodingOptions:
         """Batches mix sessions, so the language is settled before decoding: detected on this window
         until the session has heard enough speech to keep a detection (short snippets mislead it)."""
         language = self.decoding.language
@@ -362,20 +395,21 @@ class StreamSession:
             if confident or window.duration >= LANGUAGE_SECONDS:
                 self.decoding = replace(self.decoding, language=language)
         rate = TOKENS_PER_SECOND.get(language, OTHER_TOKENS_PER_SECOND)
-        floor = STREAM_ENCODER_SECONDS if window.duration > SHORT_WINDOW_SECONDS else 0.0
+        floor = 0.0 if quick and window.duration <= SHORT_WINDOW_SECONDS else STREAM_ENCODER_SECONDS
         return replace(self.decoding, language=language, max_tokens_per_second=rate, min_encoder_seconds=floor)
 
     def _finalise(self, utterance_start: float, cut: float) -> Event | None:
         previous = self._previous
         heard = [w for w in previous.words if w.start < cut] if previous is not None else []
         settled = self.decoding.language is not None
-        covered = previous is not None and self._heard_the_end(previous, cut)
+        covered = previous is not None and not previous.quick and self._heard_the_end(previous, cut)
         # Reuse the last decode when it already heard it all; never lose words a partial showed.
         fullest = [w for w in self._fullest if w.start < cut]
         reusable = covered and heard and settled and not _collapsed(heard, fullest)
         words = heard if reusable else (self._final_words(utterance_start, cut) or heard)
         if _collapsed(words, fullest):  # never lose the words a partial of this utterance showed
             words = fullest
+        words = self._with_missed_speech(words, cut)
         logger.debug("final: reused %s, %d words, fullest %d", reusable, len(words), len(fullest))
         words = _not_before(words, utterance_start)
         self.committed_until = cut
@@ -396,8 +430,7 @@ class StreamSession:
         """
         if not cut - self.policy.tail - 0.25 <= hypothesis.covers_until <= cut + 1.0:
             return False
-        silero_end = cut - self.policy.tail - self.policy.vad.speech_pad_ms / 1000
-        if hypothesis.covers_until >= silero_end + AFTER_FALL_SECONDS - 1e-3:
+        if hypothesis.covers_until >= self._silero_end(cut) + AFTER_FALL_SECONDS - 1e-3:
             return True
         words = hypothesis.words
         return bool(words) and hypothesis.covers_until - words[-1].end >= HEARD_PAUSE_SECONDS
@@ -419,7 +452,9 @@ class StreamSession:
         self._last_decode_at = self.audio_received
         # A decode at a pause is likely the final's (reused if the pause lasts): it goes first.
         priority = Priority.PARTIAL if due else Priority.INTERACTIVE
-        words = self._hypothesis_words(spans[0][0], spans[-1][1] - spans[0][0], decoded_until, priority)
+        onset, speech = spans[0][0], spans[-1][1] - spans[0][0]
+        quick = self._onset_partial(onset, speech, priority)
+        words = self._hypothesis_words(onset, speech, decoded_until, priority)
         words = _not_before(words, spans[0][0])
         self._adapt_step()
         if not words:  # too little speech for a word yet: look again sooner than a full step
@@ -428,7 +463,7 @@ class StreamSession:
         if events:
             words = [w for w in words if (w.start + w.end) / 2 >= self.committed_until]
             self._fullest = [w for w in self._fullest if (w.start + w.end) / 2 >= self.committed_until]
-        self._previous = _Hypothesis(words, decoded_until)
+        self._previous = _Hypothesis(words, decoded_until, quick)
         if len(words) >= len(self._fullest):
             self._fullest = words
         self._trim(spans[0][0])
@@ -444,14 +479,18 @@ class StreamSession:
         The committed context helps Whisper with a short phrase, but given it Whisper often ends at
         the context's sentence end and hears none of a second of new speech (the retry without it
         made the first partial come 1.3-1.8 s after the onset). So the first partials of an
-        utterance are decoded alone (a final may reuse one that heard the utterance's end).
+        utterance are decoded alone, and quickly (a final never reuses them).
         """
-        fresh = bool(self.finals) and onset > self.committed_until + 0.05 and not self._without_context
-        if fresh and priority == Priority.PARTIAL and speech < ONSET_SECONDS:
+        if self._onset_partial(onset, speech, priority):
             # Every word of the window is new (Whisper may time the first one inside the lead).
             start = max(self.committed_until + 1e-3, onset - self.policy.lead)
-            return self._decode_until(end, since=start, priority=priority, lead=0.0)
+            return self._decode_until(end, since=start, priority=priority, lead=0.0, quick=True)
         return self._utterance_words(end, priority, retry=final or speech >= MIN_HEARD_SPEECH_SECONDS)
+
+    def _onset_partial(self, onset: float, speech: float, priority: int) -> bool:
+        """Whether a decode is a partial of an utterance's first second, after another utterance."""
+        fresh = bool(self.finals) and onset > self.committed_until + 0.05 and not self._without_context
+        return fresh and priority == Priority.PARTIAL and speech < ONSET_SECONDS
 
     def _utterance_words(self, end: float, priority: int, retry: bool) -> list[Word]:
         """The utterance's words up to `end`, decoded after the kept context. Given that context,
