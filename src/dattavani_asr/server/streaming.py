@@ -351,22 +351,17 @@ class StreamSession:
         return self._hypothesis_words(onset, speech, cut, Priority.INTERACTIVE, final=True)
 
     def _with_missed_speech(self, words: list[Word], cut: float) -> list[Word]:
-        """The words, with their end decoded again on its own when Silero heard speech well after
-        the last one (kept only if that decode reaches further)."""
+        """The words, with the last REDECODED_WORDS decoded again on their own up to `cut` when
+        Silero heard speech well after the last one (kept only if that decode heard more)."""
         if not words:
             return words
         last = words[-1]  # alignment stretches the last word over speech Whisper left out ("of" for 2 s)
         if self._silero_end(cut) - min(last.end, last.start + LONGEST_WORD_SECONDS) <= MISSED_SPEECH_SECONDS:
             return words
-        redecoded = self._with_end_decoded_again(words, cut)
-        heard_more = len(redecoded) > len(words) or redecoded[-1].end > last.end
-        return redecoded if heard_more else words
-
-    def _with_end_decoded_again(self, words: list[Word], end: float) -> list[Word]:
-        """`words` with the last REDECODED_WORDS of them replaced by a decode from their start to `end`."""
         keep = max(0, len(words) - REDECODED_WORDS)
-        rest = self._decode_until(end, since=words[keep].start)
-        return words[:keep] + rest if rest else words
+        rest = self._decode_until(cut, since=words[keep].start)
+        heard_more = bool(rest) and (keep + len(rest) > len(words) or rest[-1].end > last.end)
+        return words[:keep] + rest if heard_more else words
 
     def _silero_end(self, cut: float) -> float:
         """Where Silero's speech probability fell, for an utterance cut at `cut`."""
