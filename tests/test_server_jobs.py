@@ -27,7 +27,9 @@ from fastapi.testclient import TestClient
 
 from dattavani_asr.audio import SAMPLE_RATE, decode_audio
 from dattavani_asr.formats import encode_video_only
+from dattavani_asr.retrying import RetryPolicy
 from dattavani_asr.server import ServerSettings, create_app
+from dattavani_asr.server.jobs import download as download_module
 from dattavani_asr.server.jobs.store import JobStore, NewJob
 from dattavani_asr.server.webhooks import CircuitBreaker, Delivery, WebhookSender
 from dattavani_asr.transcript import Segment, Transcript
@@ -291,6 +293,19 @@ def test_url_jobs_download_run_and_fail_clearly(tmp_path: Path) -> None:
         assert undecodable["status"] == "failed" and undecodable["error"]["code"] == "unsupported_media"
         assert str(tmp_path) not in undecodable["error"]["message"]
         assert [entry.path for entry in server.log if entry.method == "GET"].count("/jfk.flac") == 1
+        assert [entry.path for entry in server.log].count("/gone.flac") == 1  # a 404 is not retried
+    assert _files(tmp_path / "uploads") == []
+
+
+def test_url_job_retries_a_server_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(download_module, "DEFAULT_POLICY", RetryPolicy(backoff=0.01, max_backoff=0.05))
+    files = {"/jfk.flac": JFK.read_bytes()}
+    with serve_files(files, fail_first=1) as server, _client(tmp_path, allow_private_urls=True) as client:
+        submitted = client.post("/v1/jobs", json={"url": f"{server.url}/jfk.flac", "response_format": "text"})
+        job = _wait(client, submitted.json()["id"])
+        assert job["status"] == "succeeded", job
+        assert JFK_PHRASE in client.get(f"/v1/jobs/{job['id']}/result").text.lower().replace(",", "")
+    assert [(entry.method, entry.status) for entry in server.log] == [("GET", 503), ("GET", 200)]
     assert _files(tmp_path / "uploads") == []
 
 

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     hotwords: str | None = None
     fallback_model: str | None = None
     min_confidence: float = Field(0.6, ge=0.0, le=1.0)
+    max_download_mb: int = Field(
+        4096, ge=1, description="the most downloaded from an http(s) server that cannot serve byte ranges"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
 
     @field_validator("formats", mode="before")

@@ -32,13 +32,15 @@ def configure_logging(level: str) -> None:
 
 @app.command()
 def transcribe(
-    files: Annotated[list[Path], typer.Argument(help="Audio or video files", show_default=False)],
+    # Strings, not Paths: typer's Path would turn http://host into http:/host.
+    inputs: Annotated[list[str], typer.Argument(help="Audio or video files, or http(s) URLs", show_default=False)],
     model: Annotated[str | None, typer.Option("--model", "-m", help="tiny.en, base, a model dir or hub id")] = None,
     language: Annotated[str | None, typer.Option("--language", "-l", help="ISO code; default: detect")] = None,
     task: Annotated[str | None, typer.Option(help="transcribe or translate (to English)")] = None,
     output_format: Annotated[str | None, typer.Option("--format", "-f", help="txt,srt,vtt,json,tsv or all")] = None,
     output_dir: Annotated[
-        Path | None, typer.Option("--output-dir", "-d", help="Default: <input dir>/gen-transcript")
+        Path | None,
+        typer.Option("--output-dir", "-d", help="Default: <input dir>/gen-transcript (./gen-transcript for URLs)"),
     ] = None,
     output: Annotated[str | None, typer.Option("--output", "-o", help="'-' writes the first format to stdout")] = None,
     word_timestamps: Annotated[bool | None, typer.Option("--word-timestamps/--no-word-timestamps")] = None,
@@ -57,7 +59,10 @@ def transcribe(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print transcripts")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Transcribe files; write <input dir>/gen-transcript/<name>.<ext> and print the text."""
+    """Transcribe files or URLs; write <input dir>/gen-transcript/<name>.<ext> and print the text.
+
+    A URL's transcript goes to ./gen-transcript/<name>.<ext> in the current directory.
+    """
     settings = load_settings(
         config,
         model=model,
@@ -80,7 +85,7 @@ def transcribe(
     from .transcribe_cmd import TranscribeJob
 
     job = TranscribeJob(settings, output=output, quiet=quiet, start=start, end=end, channel=channel)
-    failures = job.run(files)
+    failures = job.run(inputs)
     if failures:
         raise typer.Exit(failures[0].exit_code)
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from ..retrying import CircuitBreaker
 from .errors import APIError
 from .security import check_url_target
 
@@ -36,41 +37,6 @@ class CircuitOpenError(DeliveryError):
 
 class _Stopped(Exception):
     """The sender is stopping: the delivery stays pending (it is resumed on the next start)."""
-
-
-class CircuitBreaker:
-    """Closed → open after `failures` consecutive failures → half-open (one trial call) after `cooldown`."""
-
-    def __init__(self, failures: int, cooldown: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.failures = failures
-        self.cooldown = cooldown
-        self.clock = clock
-        self.state = "closed"
-        self.consecutive = 0
-        self.opened_at = 0.0
-        self._lock = threading.Lock()
-
-    def allow(self) -> bool:
-        """Whether a call may go out now (in half-open state, only the one trial call)."""
-        with self._lock:
-            if self.state == "closed":
-                return True
-            if self.state == "open" and self.clock() - self.opened_at >= self.cooldown:
-                self.state = "half_open"
-                return True
-            return False
-
-    def success(self) -> None:
-        with self._lock:
-            self.state = "closed"
-            self.consecutive = 0
-
-    def failure(self) -> None:
-        with self._lock:
-            self.consecutive += 1
-            if self.state == "half_open" or self.consecutive >= self.failures:
-                self.state = "open"
-                self.opened_at = self.clock()
 
 
 @dataclass(frozen=True)

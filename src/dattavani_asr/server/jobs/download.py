@@ -1,14 +1,24 @@
-"""Fetch a URL job's audio: streamed, size-limited, cancellable, every redirect hop checked."""
+"""Fetch a URL job's audio: streamed, size-limited, cancellable, retried, every redirect hop checked."""
 
 from __future__ import annotations
 
 import os
 import threading
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from ...retrying import (
+    DEFAULT_POLICY,
+    CircuitOpenError,
+    RetryPolicy,
+    TransientError,
+    call_with_retries,
+    guarded,
+    raise_if_transient,
+)
 from ..errors import APIError
 from ..security import check_url_target
 from ..service import CancelledError
@@ -34,21 +44,47 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-def download(url: str, dest: Path, *, limit: int, allow_private: bool, cancel: threading.Event) -> int:
-    """Save `url` to `dest` (atomically); returns the byte count. Failures are `JobFailure`s."""
+def download(
+    url: str,
+    dest: Path,
+    *,
+    limit: int,
+    allow_private: bool,
+    cancel: threading.Event,
+    policy: RetryPolicy | None = None,
+) -> int:
+    """Save `url` to `dest` (atomically); returns the byte count. Failures are `JobFailure`s.
+
+    Connection errors, timeouts, 429 and 5xx are retried with backoff (`policy`) behind the host's
+    circuit breaker; each attempt starts again from `url`, checking every redirect hop.
+    """
+
+    def pause(seconds: float) -> None:
+        if cancel.wait(seconds):
+            raise CancelledError("download cancelled")
+
     timeout = httpx.Timeout(60.0, connect=10.0)
     try:
         with httpx.Client(timeout=timeout, follow_redirects=False) as client:
-            for _ in range(MAX_REDIRECTS + 1):
-                _check_target(url, allow_private)
-                with client.stream("GET", url, headers={"User-Agent": "dattavani-asr"}) as response:
-                    if response.is_redirect and "location" in response.headers:
-                        url = str(response.url.join(response.headers["location"]))
-                        continue
-                    _check_response(response, url, limit)
-                    return _save(response, dest, limit, cancel)
+            attempt = partial(_attempt, client, url, dest, limit=limit, allow_private=allow_private, cancel=cancel)
+            return call_with_retries(attempt, policy or DEFAULT_POLICY, sleep=pause)
+    except (TransientError, CircuitOpenError) as exc:
+        raise JobFailure(f"cannot download {redact(url)}: {exc}", "download_failed") from exc
     except httpx.HTTPError as exc:
         raise JobFailure(f"cannot download {redact(url)}: {type(exc).__name__}: {exc}", "download_failed") from exc
+
+
+def _attempt(
+    client: httpx.Client, url: str, dest: Path, *, limit: int, allow_private: bool, cancel: threading.Event
+) -> int:
+    for _ in range(MAX_REDIRECTS + 1):
+        _check_target(url, allow_private)
+        with guarded(url), client.stream("GET", url, headers={"User-Agent": "dattavani-asr"}) as response:
+            if response.is_redirect and "location" in response.headers:
+                url = str(response.url.join(response.headers["location"]))
+                continue
+            _check_response(response, url, limit)
+            return _save(response, dest, limit, cancel)
     raise JobFailure(f"cannot download {redact(url)}: more than {MAX_REDIRECTS} redirects", "download_failed")
 
 
@@ -60,6 +96,7 @@ def _check_target(url: str, allow_private: bool) -> None:
 
 
 def _check_response(response: httpx.Response, url: str, limit: int) -> None:
+    raise_if_transient(response)
     if response.status_code != 200:
         raise JobFailure(f"cannot download {redact(url)}: HTTP {response.status_code}", "download_failed")
     declared = response.headers.get("content-length", "")
