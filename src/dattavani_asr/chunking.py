@@ -53,6 +53,15 @@ class PlannedWindow:
     def onset(self) -> int:
         return self.speech[0].start if self.speech else self.span.start
 
+    @property
+    def onset_seconds(self) -> float:
+        return (self.onset - self.span.start) / SAMPLE_RATE
+
+    @property
+    def end_seconds(self) -> float | None:
+        """Where the last speech inside the window ends, from the window start (None without VAD)."""
+        return (self.speech[-1].end - self.span.start) / SAMPLE_RATE if self.speech else None
+
     def audio(self, buffer: np.ndarray, equalize: bool) -> np.ndarray:
         audio = np.array(buffer[self.span.start : self.span.end], dtype=np.float32)
         if not equalize:
@@ -93,7 +102,7 @@ def speech_windows(
         for window in ready:
             start = offset + (buffer_start + window.span.start) / SAMPLE_RATE
             audio = window.audio(buffer, equalize=vad is not None and vad.equalize_speech)
-            yield AudioWindow(start, audio, speech_start=(window.onset - window.span.start) / SAMPLE_RATE)
+            yield AudioWindow(start, audio, speech_start=window.onset_seconds, speech_end=window.end_seconds)
         if is_last:
             return
         cut = spans[-1].span.start if spans else max(0, buffer.shape[0] - int(TAIL_SECONDS * SAMPLE_RATE))

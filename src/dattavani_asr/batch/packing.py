@@ -38,6 +38,10 @@ TRIMMED_PACK_SECONDS = 12.5
 GAP_SECONDS = 1.0
 TAIL_PAD = 0.5  # windows end this long after the speech VAD heard (VadOptions.tail_pad_s)
 MAX_STRETCH = 2.5  # seconds of a part's speech without a word boundary before it is decoded again alone
+# Seconds of a part's speech (as VAD heard it, padded by 0.3 s) after its last word before it is decoded
+# again alone: on short real clips a part's last word ended at most 0.48 s before, except where the packed
+# alignment had moved the part's last word into the next file's share (0.56-0.89 s).
+MAX_UNCOVERED_TAIL = 0.55
 
 
 @dataclass(frozen=True)
@@ -178,18 +182,42 @@ def _widest_stretch(result: WindowResult) -> float:
     return max(later - earlier for earlier, later in itertools.pairwise(edges))
 
 
+def _uncovered_tail(result: WindowResult, words: Sequence[Word]) -> float:
+    """Seconds of the part's speech after its last word (0 when VAD gave no end)."""
+    window = result.window
+    return 0.0 if window.speech_end is None else window.offset + window.speech_end - words[-1].end
+
+
+def seam_doubts(pack: Pack, result: WindowResult) -> set[int]:
+    """Positions of the parts on either side of a seam where the packed alignment put a word in the silence.
+
+    The gap between two parts is digital silence, so a word timed inside it (or starting in its first
+    half) may belong to either file: its timing carries no evidence. Such words moved from one file to
+    its neighbour (a file's last word opening the next file's transcript), so both parts are decoded
+    again on their own. A word that starts in the second half of the gap and runs into the next part is
+    that part's first word, timed early (common, and always right on real clips).
+    """
+    words = [word for segment in result.segments for word in segment.words]
+    doubtful: set[int] = set()
+    for position, (before, after) in enumerate(itertools.pairwise(pack.parts)):
+        middle = (before.end + after.start) / 2
+        if any(before.end <= w.start and (w.start < middle or w.end <= after.start) for w in words):
+            doubtful |= {position, position + 1}
+    return doubtful
+
+
 def part_doubt(result: WindowResult, options: DecodingOptions) -> str | None:
     """Why one part's share of a packed result is not to be trusted, or None.
 
     Windows hold speech from VAD onset to 0.5 s after its end, with pauses of at most 2 s inside,
     so a part with no words, or with a long stretch without a word boundary (a pause, or one word
-    stretched by the alignment over skipped speech), lost words at a pack boundary or where the
-    packed decoding stopped early; a repetitive text is a decoding loop.
+    stretched by the alignment over skipped speech), or with speech after its last word, lost words
+    at a pack boundary or where the packed decoding stopped early; a repetitive text is a decoding loop.
     """
     words = [word for segment in result.segments for word in segment.words]
     if not words:
         return "empty"
-    if _widest_stretch(result) > MAX_STRETCH:
+    if _widest_stretch(result) > MAX_STRETCH or _uncovered_tail(result, words) > MAX_UNCOVERED_TAIL:
         return "uncovered"
     text = "".join(word.word for word in words)
     if compression_ratio(text) > options.compression_ratio_threshold or _repeats(text.lower().split()):
@@ -201,9 +229,10 @@ def decode_packs(engine: Any, packs: list[Pack], options: DecodingOptions, langu
     """Decode packs together and split them back: one result per part, in each part's own timeline.
 
     Packs are decoded with word timestamps (segments are split between parts by word) and without
-    temperature fallback. A part whose share looks wrong (`part_doubt`), and every part of a pack
-    whose text is unlikely (Whisper's log-probability fallback rule), is decoded again on its own
-    with the full options (fallback included), as it would be without packing.
+    temperature fallback. A part whose share looks wrong (`part_doubt`), the parts beside a seam where
+    a word was timed in the silence (`seam_doubts`), and every part of a pack whose text is unlikely
+    (Whisper's log-probability fallback rule) are decoded again on their own with the full options
+    (fallback included), as they would be without packing.
     """
     once = replace(options, word_timestamps=True, temperatures=options.temperatures[:1])
     packed = engine.transcribe_batch([pack.window for pack in packs], once, language)[0]
@@ -215,7 +244,10 @@ def decode_packs(engine: Any, packs: list[Pack], options: DecodingOptions, langu
             unlikely = result.decoded.avg_logprob < options.log_prob_threshold and not is_silence(
                 result.decoded, options
             )
-            retry += [(row, col) for col, part in enumerate(parts) if unlikely or part_doubt(part, options)]
+            seams = seam_doubts(pack, result)
+            retry += [
+                (row, col) for col, part in enumerate(parts) if unlikely or col in seams or part_doubt(part, options)
+            ]
         results.append(parts if options.word_timestamps else [_without_words(part) for part in parts])
     if retry:
         log.debug("decoding %d of %d packed windows again on their own", len(retry), sum(map(len, results)))

@@ -21,6 +21,7 @@ class AudioWindow:
     offset: float
     audio: np.ndarray
     speech_start: float = 0.0
+    speech_end: float | None = None  # seconds from the window start where VAD heard speech end (None: unknown)
 
     @property
     def duration(self) -> float:
