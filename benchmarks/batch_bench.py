@@ -34,8 +34,10 @@ Whisper's normalisation (``dattavani_asr.evaluation.word_error_rate``); peak RSS
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -126,6 +128,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--languages", default="en", help="comma-separated language codes")
     parser.add_argument("--copies", type=int, default=4, help="copies of each selected clip in the batch folder")
     parser.add_argument(
+        "--phrases",
+        action="store_true",
+        help="cut the clips at their pauses into short phrase clips (benchmarks/phrases.py); each copy in its own "
+        "shuffled order, so neighbouring files are different phrases",
+    )
+    parser.add_argument("--min-pause", type=float, default=0.2, help="with --phrases: shortest pause cut at (s)")
+    parser.add_argument(
         "--adjacent-copies", action="store_true", help="name copies so that copies of one clip sort side by side"
     )
     parser.add_argument("--model", default="tiny.en", help="registry name or CTranslate2 model dir")
@@ -151,16 +160,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def select_clips(args: argparse.Namespace) -> list[Item]:
-    """Single-channel manifest clips in --languages that have a reference."""
+    """Manifest clips in --languages that have a reference (single-channel ones, unless cut into phrases)."""
     from dattavani_asr.models import resolve
 
     if not args.manifest.is_file():
         raise SystemExit(f"no manifest at {args.manifest}")
     args.model_dir = str(resolve(args.model))
-    clips = [c for c in load_items(args.manifest, args.audio, split_list(args.languages)) if c.channel is None]
+    found = load_items(args.manifest, args.audio, split_list(args.languages))
+    clips = [c for c in found if c.channel is None or args.phrases]
     if not clips:
         raise SystemExit(f"no single-channel clips with a reference for {args.languages} in {args.manifest}")
     return clips
+
+
+def phrase_timing_model(args: argparse.Namespace) -> str:
+    """The model whose word timestamps place reference words in phrases: base where installed (better timed)."""
+    from dattavani_asr.models import resolve
+
+    try:
+        resolve("base")
+    except Exception:
+        return str(args.model)
+    return "base"
 
 
 def link_or_copy(source: Path, target: Path) -> None:
@@ -170,17 +191,20 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def make_folder(clips: list[Item], copies: int, folder: Path, adjacent: bool = False) -> list[BatchFile]:
+def make_folder(
+    clips: list[Item], copies: int, folder: Path, adjacent: bool = False, shuffle: bool = False
+) -> list[BatchFile]:
     """`copies` copies of each clip in `folder`, listed copy by copy (so the first files are distinct clips).
 
     Names sort the same way (``c0_00_…``, ``c0_01_…``), so neighbours in the folder are different clips, as in a
     real folder; with `adjacent` they sort clip by clip (``00_…_c0``, ``00_…_c1``), so packing puts identical
-    clips side by side.
+    clips side by side; with `shuffle` each copy lists the clips in its own (seeded) order.
     """
     folder.mkdir(parents=True, exist_ok=True)
     files = []
     for copy in range(copies):
-        for index, clip in enumerate(clips):
+        order = random.Random(copy).sample(clips, len(clips)) if shuffle else clips
+        for index, clip in enumerate(order):
             source = Path(clip.path)
             name = f"c{copy}_{index:02d}_{source.stem}{source.suffix}"
             name = f"{index:02d}_{source.stem}_c{copy}{source.suffix}" if adjacent else name
@@ -382,9 +406,27 @@ def file_wers(files: list[BatchFile], texts: dict[str, str]) -> dict[str, float]
     return {f.name: word_error_rate([f.reference], [texts[f.name]], f.lang) for f in files if f.name in texts}
 
 
+def seam_leaks(files: list[BatchFile], texts: dict[str, str]) -> list[str]:
+    """Words that crossed into a neighbouring file (in run order): a file's text opens with the previous file's
+    last reference word (its own reference does not start with it), or ends with the next file's first one."""
+    from dattavani_asr.evaluation import normalize
+
+    ordered = sorted((file for file in files if file.name in texts), key=lambda file: file.name)
+    leaks = []
+    for a, b in itertools.pairwise(ordered):
+        ref_a, ref_b = normalize(a.reference, a.lang).split(), normalize(b.reference, b.lang).split()
+        hyp_a, hyp_b = normalize(texts[a.name], a.lang).split(), normalize(texts[b.name], b.lang).split()
+        if ref_a and hyp_b and hyp_b[0] == ref_a[-1] and hyp_b[0] not in ref_b[:2]:
+            leaks.append(f"'{hyp_b[0]}' of {a.name} opens {b.name}: {' '.join(hyp_b)}")
+        if ref_b and hyp_a and hyp_a[-1] == ref_b[0] and hyp_a[-1] not in ref_a[-2:]:
+            leaks.append(f"'{hyp_a[-1]}' of {b.name} ends {a.name}: {' '.join(hyp_a)}")
+    return leaks
+
+
 def score(result: dict[str, Any], files: list[BatchFile]) -> dict[str, Any]:
-    """Add audio, RTF, throughput and WER to one system's successful result."""
+    """Add audio, RTF, throughput, WER and seam leaks to one system's successful result."""
     audio = sum(file.duration for file in files)
+    result["leaks"] = seam_leaks(files, result["texts"])
     result["wer"], result["wer_by_lang"] = pooled_wer(files, result["texts"])
     result["file_wer"] = file_wers(files, result["texts"])
     result.update(files_n=len(files), audio_s=audio, rtf=result["wall_s"] / audio)
@@ -451,7 +493,8 @@ def files_cell(result: dict[str, Any]) -> str:
 
 def summary_table(results: list[dict[str, Any]]) -> list[str]:
     head = ["system", "files", "audio s", "wall s (process)", "transcription s", "startup s", "RTF"]
-    head += ["throughput (audio h/h)", "WER %", "peak RSS MB", "ours / this", "ours --no-pack / this"]
+    head += ["throughput (audio h/h)", "WER %", "words in the wrong file", "peak RSS MB", "ours / this"]
+    head += ["ours --no-pack / this"]
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     by_name = {r["system"]: r for r in results if "throughput" in r}
     for r in results:
@@ -461,7 +504,7 @@ def summary_table(results: list[dict[str, Any]]) -> list[str]:
         wall = f"{r['wall_s']:.1f}" + (" (extrapolated)" if r.get("extrapolated") else "")
         cells = [LABELS[r["system"]], files_cell(r), f"{r['audio_s']:.1f}", wall, seconds(r.get("transcribe_s"))]
         wer = pct(r["wer"]) + (f" ({r['timed_files']} files)" if r.get("extrapolated") else "")
-        cells += [seconds(r["startup_s"]), f"{r['rtf']:.3f}", f"{r['throughput']:.1f}", wer]
+        cells += [seconds(r["startup_s"]), f"{r['rtf']:.3f}", f"{r['throughput']:.1f}", wer, str(len(r["leaks"]))]
         cells += [f"{r['peak_rss_mb']:.0f}", ratio(by_name.get("ours"), r), ratio(by_name.get("ours-no-pack"), r)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -540,6 +583,7 @@ def copy_consistency(results: list[dict[str, Any]], files: list[BatchFile]) -> l
 def checks(results: list[dict[str, Any]], files: list[BatchFile]) -> list[str]:
     """Anything that looks wrong: warnings, failed runs, ours' summary not matching the folder."""
     lines = [f"- {LABELS[r['system']]}: {r['warning']}" for r in results if r.get("warning")]
+    lines += [f"- {LABELS[r['system']]}: {leak}" for r in results for leak in r.get("leaks", [])]
     lines += [f"- {LABELS[r['system']]}: {r['failed_runs']} failed run(s)" for r in results if r.get("failed_runs")]
     audio = sum(file.duration for file in files)
     for r in results:
@@ -577,7 +621,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     clips = select_clips(args)
     with tempfile.TemporaryDirectory(prefix="dattavani-batch-bench-") as tmp:
         folder = Path(tmp) / "batch"
-        files = make_folder(clips, args.copies, folder, args.adjacent_copies)
+        if args.phrases:
+            from phrases import phrase_clips
+
+            clips = phrase_clips(clips, Path(tmp) / "phrases", phrase_timing_model(args), args.min_pause)
+        files = make_folder(clips, args.copies, folder, args.adjacent_copies, shuffle=args.phrases)
         args.language = single_language(files)
         warm_page_cache([Path(args.model_dir), folder])
         results = [score(r, files) if "wall_s" in r else r for r in measure(args, files, folder)]

@@ -196,7 +196,7 @@ def test_packing_groups_in_order_and_maps_segments_back() -> None:
 
 def test_local_sink_mirrors_relative_paths(tmp_path: Path) -> None:
     item = SourceItem("/x/a/b.mp3", "b.mp3", PurePosixPath("a/b.mp3"), 1, "1")
-    assert LocalSink(tmp_path).path_for(item, "vtt") == tmp_path / "a" / "b.vtt"
+    assert LocalSink(tmp_path).path_for(item, "b.vtt") == tmp_path / "a" / "b.vtt"
 
 
 @pytest.mark.parametrize("trim_encoder", [False, True], ids=["full-encoder", "trimmed-encoder"])
@@ -222,7 +222,7 @@ def test_local_sink_removes_temp_files_left_by_a_killed_run(tmp_path: Path) -> N
     stale = tmp_path / "a" / ".b.txt.k3j9x1.part"
     stale.parent.mkdir(parents=True)
     stale.write_text("half a transcr")
-    written = LocalSink(tmp_path).write(item, "txt", "whole text\n")
+    written = LocalSink(tmp_path).write(item, "b.txt", "whole text\n")
     assert Path(written).read_text() == "whole text\n"
     assert sorted(p.name for p in stale.parent.iterdir()) == ["b.txt"]
 
@@ -270,7 +270,7 @@ def test_packed_runs_are_identical_whatever_the_workers_and_thread_timing(
 
 def _job(index: int) -> FileJob:
     item = SourceItem(f"/x/{index}.wav", f"{index}.wav", PurePosixPath(f"{index}.wav"), 1, "1")
-    return FileJob(index, item, LocalSource(), LocalSink(None))
+    return FileJob(index, item, LocalSource(), LocalSink(None), str(index))
 
 
 def _name(message: Any) -> tuple[int, str]:

@@ -166,14 +166,14 @@ def test_sink_creates_gen_transcript_once_and_reuses_it(tree: Tree) -> None:
     items = {item.name: item for item in source.expand(f"gdrive://{tree.root}", None)}
     sink = source.default_sink()
     assert isinstance(sink, DriveSink) and source.default_sink() is sink
-    where = sink.write(items["a.flac"], "txt", "Ask not what your country can do for you.\n")
+    where = sink.write(items["a.flac"], "a.txt", "Ask not what your country can do for you.\n")
     [folder] = _folders(tree, tree.root)
     [transcript] = tree.drive.named("a.txt", folder)
     assert where.endswith(f"/file/d/{transcript['id']}/view")
     assert transcript["content"] == b"Ask not what your country can do for you.\n"
     assert transcript["mimeType"] == "text/plain"
-    sink.write(items["b.ogg"], "srt", "1\n00:00:00,000 --> 00:00:01,000\nhi\n")
-    sink.write(items["recording"], "txt", "x\n")
+    sink.write(items["b.ogg"], "b.srt", "1\n00:00:00,000 --> 00:00:01,000\nhi\n")
+    sink.write(items["recording"], "recording.txt", "x\n")
     assert _folders(tree, tree.root) == [folder]
     assert {f["name"] for f in tree.drive.files.values() if folder in f["parents"]} == {
         "a.txt",
@@ -182,10 +182,10 @@ def test_sink_creates_gen_transcript_once_and_reuses_it(tree: Tree) -> None:
     }
     assert len([r for r in tree.drive.requests("POST") if r.path == "/drive/v3/files"]) == 1
     # A new sink (a new run) finds the folder by name instead of creating another one.
-    DriveSink(DriveClient()).write(items["b.ogg"], "txt", "b\n")
+    DriveSink(DriveClient()).write(items["b.ogg"], "b.txt", "b\n")
     assert _folders(tree, tree.root) == [folder]
     # Files in a subfolder go to that subfolder's existing gen-transcript.
-    sink.write(items["c.ogg"], "txt", "c\n")
+    sink.write(items["c.ogg"], "c.txt", "c\n")
     assert _folders(tree, tree.sub) == [tree.old_output]
     assert tree.drive.named("c.txt", tree.old_output)[0]["content"] == b"c\n"
     # Transcripts never come back as inputs.
@@ -195,8 +195,8 @@ def test_sink_creates_gen_transcript_once_and_reuses_it(tree: Tree) -> None:
 def test_rewriting_a_transcript_updates_it(tree: Tree) -> None:
     source = DriveSource()
     [item] = list(source.expand(f"gdrive://{tree.ids['a.flac']}", None))
-    first = source.default_sink().write(item, "txt", "first\n")
-    second = DriveSink(DriveClient()).write(item, "txt", "second version\n")
+    first = source.default_sink().write(item, "a.txt", "first\n")
+    second = DriveSink(DriveClient()).write(item, "a.txt", "second version\n")
     assert first == second
     [transcript] = tree.drive.named("a.txt")
     assert transcript["content"] == b"second version\n"
@@ -230,3 +230,21 @@ def test_batch_over_a_drive_folder_uploads_into_gen_transcript(tree: Tree, tiny:
     assert parent == tree.old_output  # the existing gen-transcript folder in Session 2 is reused
     again = BatchRun(config, tiny, make_options(language="en")).run()
     assert again.done == 0 and again.skipped == 5
+
+
+def test_output_dir_in_drive_mirrors_subfolders(tree: Tree, tmp_path: Path) -> None:
+    from dattavani_asr.errors import InvalidOptionError
+    from dattavani_asr.sources import SourceItem, output_sink
+    from dattavani_asr.sources.gdrive import DriveTreeSink
+
+    outputs = tree.drive.add("Transcripts", None, FOLDER)
+    sink = output_sink(f"https://drive.google.com/drive/folders/{outputs}")
+    assert isinstance(sink, DriveTreeSink)
+    item = SourceItem("/x/day 1/talk.wav", "talk.wav", PurePosixPath("day 1/talk.wav"), 1, "1")
+    assert sink.target(item, "talk.txt") == f"gdrive://{outputs}/day 1/talk.txt"
+    sink.write(item, "talk.txt", "first\n")
+    sink.write(item, "talk.srt", "1\n")
+    [day] = [f for f in tree.drive.named("day 1", outputs) if f["mimeType"] == FOLDER]
+    assert {f["name"] for f in tree.drive.files.values() if day["id"] in f["parents"]} == {"talk.txt", "talk.srt"}
+    with pytest.raises(InvalidOptionError, match="not a Google Drive folder"):
+        output_sink(f"gdrive://{tree.ids['a.flac']}")

@@ -292,8 +292,15 @@ def test_batch_over_urls_needs_and_uses_output_dir(server: FileServer, tmp_path:
     from dattavani_asr.evaluation import normalize
 
     urls = [f"{server.url}/audio/jfk.flac"]
-    with pytest.raises(InvalidOptionError, match="output-dir"):
-        BatchRun(BatchConfig(specs=urls[:1], formats=["txt"]), Transcriber("tiny.en"), make_options()).run()
+    state = tmp_path / "state"
+    alone = BatchRun(
+        BatchConfig(specs=urls[:1], formats=["txt"], state_dir=state), Transcriber("tiny.en"), make_options()
+    )
+    refused = alone.run()  # a failed item (nothing to write beside a URL), not an exception: the run goes on
+    assert (refused.files, refused.failed) == (1, 1)
+    assert (
+        refused.failures[0]["error"] == InvalidOptionError.__name__ and "output-dir" in refused.failures[0]["message"]
+    )
     manifest = tmp_path / "urls.txt"
     manifest.write_text(urls[0] + "\n")
     config = BatchConfig(specs=[str(manifest)], formats=["txt"], output_dir=tmp_path / "out")

@@ -123,11 +123,11 @@ def test_default_sink_writes_beside_each_object(s3: Any) -> None:
     sink = source.default_sink()
     assert isinstance(sink, CloudSink)
     items = {item.name: item for item in source.expand(f"s3://{BUCKET}/talks", None)}
-    where = sink.write(items["fleurs-en-000.ogg"], "txt", "hello world\n")
+    where = sink.write(items["fleurs-en-000.ogg"], "fleurs-en-000.txt", "hello world\n")
     assert where == f"s3://{BUCKET}/talks/en/gen-transcript/fleurs-en-000.txt"
     body = s3.get_object(Bucket=BUCKET, Key="talks/en/gen-transcript/fleurs-en-000.txt")["Body"].read()
     assert body == b"hello world\n"
-    sink.write(items["jfk.flac"], "srt", "1\n00:00:00,000 --> 00:00:01,000\nAsk not\n")
+    sink.write(items["jfk.flac"], "jfk.srt", "1\n00:00:00,000 --> 00:00:01,000\nAsk not\n")
     key = "talks/gen-transcript/jfk.srt"
     assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode().endswith("Ask not\n")
     # Transcripts never come back as inputs.
@@ -147,3 +147,26 @@ def test_batch_over_an_s3_prefix_writes_beside_each_object(s3: Any, tmp_path: Pa
     assert "capital letter" in normalize(body.decode())
     srt = s3.get_object(Bucket=BUCKET, Key="talks/en/gen-transcript/fleurs-en-000.srt")["Body"].read().decode()
     assert srt.startswith("1\n00:00:")
+
+
+def test_batch_writes_through_an_s3_output_dir(s3: Any, tmp_path: Path) -> None:
+    from dattavani_asr import Transcriber, make_options
+    from dattavani_asr.batch import BatchConfig, BatchRun
+    from dattavani_asr.errors import InvalidOptionError
+    from dattavani_asr.evaluation import normalize
+
+    folder = tmp_path / "local" / "day1"
+    folder.mkdir(parents=True)
+    (folder / "jfk.flac").write_bytes(JFK.read_bytes())
+    specs = [str(tmp_path / "local"), f"s3://{BUCKET}/talks/en/fleurs-en-000.ogg"]
+    config = BatchConfig(specs=specs, formats=["txt"], output_dir=f"s3://{BUCKET}/out", state_dir=tmp_path / "state")
+    summary = BatchRun(config, Transcriber("tiny.en"), make_options()).run()
+    assert (summary.done, summary.failed) == (2, 0)
+    local = s3.get_object(Bucket=BUCKET, Key="out/day1/jfk.txt")["Body"].read().decode()
+    assert "ask not what your country" in normalize(local)
+    remote = s3.get_object(Bucket=BUCKET, Key=f"out/s3/{BUCKET}/talks/en/fleurs-en-000.txt")["Body"].read().decode()
+    assert "communication channels" in normalize(remote)
+    assert not (tmp_path / "s3:").exists() and not Path("s3:").exists()
+    bad = BatchConfig(specs=specs, formats=["txt"], output_dir="ftp://host/out", state_dir=tmp_path / "state")
+    with pytest.raises(InvalidOptionError, match="cannot write there"):
+        BatchRun(bad, Transcriber("tiny.en"), make_options()).run()

@@ -55,7 +55,9 @@ class Settings(BaseSettings):
     beam_size: int = Field(5, ge=1, le=16)
     batch_size: int = Field(8, ge=1, le=64)
     formats: list[str] = Field(default_factory=lambda: ["txt"])
-    output_dir: Path | None = None
+    output_dir: Path | str | None = Field(
+        None, description="a folder, or for batch runs s3://bucket/prefix, gs://bucket/prefix or a Drive folder"
+    )
     word_timestamps: bool = False
     trim_encoder: bool | None = Field(
         None,
@@ -82,6 +84,12 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: Any) -> Any:
         """`language = ""` (as the template shows unset keys) or `DATTAVANI_LANGUAGE=` mean: not set."""
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("output_dir", mode="after")
+    @classmethod
+    def _local_output_is_a_path(cls, value: Path | str | None) -> Path | str | None:
+        """A URI (`s3://…`) stays a string: as a Path it would lose a slash (`s3:/…`)."""
+        return Path(value) if isinstance(value, str) and "://" not in value else value
 
     @classmethod
     def settings_customise_sources(

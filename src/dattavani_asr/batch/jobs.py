@@ -19,6 +19,7 @@ class FileJob:
     item: SourceItem
     source: Source
     sink: Sink
+    base: str  # output file name without the format (batch.outputs)
     language: str | None = None
     language_probability: float = 1.0
     stats: AudioStats = field(default_factory=AudioStats)

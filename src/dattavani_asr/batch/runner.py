@@ -13,12 +13,12 @@ from typing import Any
 
 from ..errors import DattavaniError
 from ..options import TranscribeOptions
-from ..sources import Sink, Source, expand_all
-from ..sources.local import LocalSink
+from ..sources import Sink, Source, SourceItem, expand_all, output_sink
 from ..transcriber import Transcriber, check_not_empty, segments_from_results
 from ..transcript import Timings, Transcript
 from ..writers import OUTPUT_SUBDIR, render, write_text_atomic
 from .jobs import FileJob
+from .outputs import Destination, mirror, plan_destinations
 from .pipeline import run_pipeline
 from .state import STATE_FILENAME, RunState
 
@@ -30,7 +30,7 @@ SUMMARY_FILENAME = "batch-summary.json"
 class BatchConfig:
     specs: list[str]
     formats: list[str]
-    output_dir: Path | None = None
+    output_dir: str | Path | None = None  # a local folder, or s3://, gs://, a Drive folder
     pattern: str | None = None
     workers: int = 2
     retry_failed: bool = False
@@ -60,12 +60,25 @@ class BatchSummary:
         return asdict(self) | {"real_time_factor": round(self.real_time_factor, 4)}
 
 
+def remote_output(config: BatchConfig) -> bool:
+    return config.output_dir is not None and "://" in str(config.output_dir)
+
+
 def state_directory(config: BatchConfig) -> Path:
-    """Where the state database and summary live: the output dir, else beside the first source."""
+    """Where the state database and summary live: the output dir, else beside the first source.
+
+    A remote output dir keeps them in the cache dir, in a folder named after a digest of its URI, so
+    the same command finds them again.
+    """
     if config.state_dir is not None:
         return config.state_dir
+    if config.output_dir is not None and remote_output(config):
+        from ..models import default_cache_dir
+
+        digest = hashlib.sha256(str(config.output_dir).rstrip("/").encode()).hexdigest()[:16]
+        return default_cache_dir() / "batch-state" / digest
     if config.output_dir is not None:
-        return config.output_dir
+        return Path(config.output_dir)
     first = Path(config.specs[0]) if config.specs and "://" not in config.specs[0] else Path.cwd()
     folder = first if first.is_dir() else first.parent if first.exists() else Path.cwd()
     return folder / OUTPUT_SUBDIR
@@ -87,24 +100,52 @@ class BatchRun:
         self.summary = BatchSummary()
         self.state = RunState(state_directory(config) / STATE_FILENAME)
         self.on_progress: Callable[[FileJob | None, BatchSummary], None] = lambda job, summary: None
+        self.on_unplanned: Callable[[str, DattavaniError], None] = lambda name, error: None
 
     def plan(self) -> list[FileJob]:
+        """Jobs for the items not done yet; items that cannot be read or written are counted as failed."""
         key = options_key(self.transcriber.model_name, self.options, self.config.formats)
         language = self.options.decoding.language
+        found = list(expand_all(self.config.specs, self.config.pattern, on_error=self._unreadable))
+        sources = {item.uri: source for item, source in found}
         jobs: list[FileJob] = []
-        for item, source in expand_all(self.config.specs, self.config.pattern):
+        for destination in self._destinations(found):
             self.summary.files += 1
             decision = self.state.decide(
-                item, key, retry_failed=self.config.retry_failed, max_attempts=self.config.max_attempts
+                destination.item, key, retry_failed=self.config.retry_failed, max_attempts=self.config.max_attempts
             )
             if decision == "skip":
                 self.summary.skipped += 1
                 continue
-            jobs.append(FileJob(len(jobs), item, source, self._sink(source), language=language))
+            source = sources[destination.item.uri]
+            jobs.append(FileJob(len(jobs), destination.item, source, destination.sink, destination.base, language))
         return jobs
 
-    def _sink(self, source: Source) -> Sink:
-        return LocalSink(self.config.output_dir) if self.config.output_dir is not None else source.default_sink()
+    def _destinations(self, found: list[tuple[SourceItem, Source]]) -> list[Destination]:
+        """Each item's sink and output name (mirrored under --output-dir), unique by construction."""
+        pairs: list[tuple[SourceItem, Sink]] = []
+        if self.config.output_dir is not None:
+            sink = output_sink(str(self.config.output_dir))
+            pairs = [(item, sink) for item in mirror([item for item, _ in found])]
+        for item, source in found if self.config.output_dir is None else ():
+            try:
+                pairs.append((item, source.default_sink()))
+            except DattavaniError as exc:
+                self._unplanned(item.uri, exc)
+        planned, refused = plan_destinations(pairs, self.config.formats, self.state.outputs_taken())
+        for item, error in refused:
+            self._unplanned(item.uri, error)
+        return planned
+
+    def _unreadable(self, spec: str, exc: DattavaniError) -> None:
+        """A source that named nothing (missing path, dead URL): a failed item; the run goes on."""
+        self._unplanned(spec, exc)
+
+    def _unplanned(self, name: str, exc: DattavaniError) -> None:
+        self.summary.files += 1
+        self.summary.failed += 1
+        self.summary.failures.append({"file": name, "error": type(exc).__name__, "message": str(exc)})
+        self.on_unplanned(name, exc)
 
     def run(self) -> BatchSummary:
         started = time.monotonic()
@@ -148,7 +189,11 @@ class BatchRun:
                 raise job.error
             check_not_empty(job.stats, job.item.uri)
             transcript = self._transcript(job)
-            outputs = [job.sink.write(job.item, fmt, render(transcript, fmt)) for fmt in self.config.formats]
+            outputs = []
+            for fmt in self.config.formats:
+                filename = f"{job.base}.{fmt}"
+                job.sink.write(job.item, filename, render(transcript, fmt))
+                outputs.append(job.sink.target(job.item, filename))
         except Exception as exc:
             self._failed(job, exc)
         else:

@@ -110,6 +110,16 @@ class RunState:
         with self._lock:
             self._db.execute(sql, params)
 
+    def outputs_taken(self) -> dict[str, str]:
+        """Outputs of finished items (case-folded path or URI) and the source each belongs to."""
+        with self._lock:
+            rows = self._db.execute("SELECT uri, outputs FROM files WHERE status = 'done'").fetchall()
+        taken: dict[str, str] = {}
+        for uri, outputs in rows:
+            for output in json.loads(outputs or "[]"):
+                taken[str(output).casefold()] = uri
+        return taken
+
     def records(self, uris: list[str] | None = None) -> list[FileRecord]:
         query = "SELECT uri, status, attempts, error, error_type, audio_seconds, wall_seconds FROM files"
         with self._lock:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,10 +16,15 @@ from ..transcriber import Transcriber, make_options
 from ..writers import parse_formats
 from .app import ConfigOption, console, report, settings_for
 
+OutputDirOption = Annotated[
+    str | None,
+    typer.Option("--output-dir", "-d", help="Mirror sources under DIR (a folder, s3://bucket/prefix, gs://…, Drive)"),
+]
+
 
 def batch(
     sources: Annotated[list[str], typer.Argument(help="Folders, globs, manifests (.txt/.csv/.jsonl) or URLs")],
-    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-d", help="Mirror sources under DIR")] = None,
+    output_dir: OutputDirOption = None,
     output_format: Annotated[str | None, typer.Option("--format", "-f", help="txt,srt,vtt,json,tsv or all")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m")] = None,
     language: Annotated[str | None, typer.Option("--language", "-l")] = None,
@@ -102,6 +106,7 @@ def _run_with_progress(run: BatchRun) -> BatchSummary:
                 console.print(f"[red]failed[/red] {job.item.uri}: {job.error}", highlight=False)
 
         run.on_progress = update
+        run.on_unplanned = lambda name, error: console.print(f"[red]failed[/red] {name}: {error}", highlight=False)
         return run.run()
 
 

@@ -73,6 +73,14 @@ def transcript_names(inputs: list[Input], output_dir: Path | None) -> list[bool]
     return keep
 
 
+def local_output_dir(output_dir: Path | str | None) -> Path | None:
+    if isinstance(output_dir, str):
+        raise InvalidOptionError(
+            f"--output-dir {output_dir}: transcribe writes local files; batch writes to remote storage"
+        )
+    return output_dir
+
+
 class TranscribeJob:
     """Transcribes files one after another; one failing file never stops the others."""
 
@@ -91,6 +99,7 @@ class TranscribeJob:
         if output not in (None, "-"):
             raise InvalidOptionError("--output/-o only accepts '-' (stdout); use --output-dir for files")
         self.to_stdout = output == "-"
+        self.output_dir = local_output_dir(settings.output_dir)
         self.quiet = quiet
         self.transcriber = Transcriber(
             settings.model,
@@ -119,7 +128,7 @@ class TranscribeJob:
     def run(self, specs: list[str]) -> list[DattavaniError]:
         """Transcribe each input; failures are reported and returned, and never stop the others."""
         inputs = parse_inputs(specs)
-        keep = [False] * len(inputs) if self.to_stdout else transcript_names(inputs, self.settings.output_dir)
+        keep = [False] * len(inputs) if self.to_stdout else transcript_names(inputs, self.output_dir)
         failures: list[DattavaniError] = []
         for item, keep_suffix in zip(inputs, keep):
             try:
@@ -135,7 +144,7 @@ class TranscribeJob:
             write_stdout(transcript, self.formats[0])
             return
         for fmt in self.formats:
-            target = output_path(item.path, fmt, self.settings.output_dir, keep_suffix=keep_suffix)
+            target = output_path(item.path, fmt, self.output_dir, keep_suffix=keep_suffix)
             written = write_atomic(transcript, fmt, target)
             console.print(f"[dim]wrote {written}[/dim]", highlight=False)
         if not self.quiet:

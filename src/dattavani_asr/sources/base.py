@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Protocol
 
@@ -13,9 +13,11 @@ class SourceItem:
     """One audio/video file to transcribe, wherever it lives.
 
     `uri` is its canonical address (an absolute local path, `https://…`, `s3://…`, `gs://…`,
-    `gdrive://<file id>`); `relative` is its path under the source root, used to mirror the tree
-    under `--output-dir`; `size` + `version` (mtime, ETag, md5 or modifiedTime) identify its
-    content so a changed file is transcribed again.
+    `gdrive://<file id>`); `relative` is its path under `root`, the folder (prefix, URL folder, Drive
+    folder) that the source spec named, inside the storage `space` (`file`, `s3`, `gs`, `http`,
+    `gdrive`): a batch run mirrors `relative` under `--output-dir`, after rebasing it on the common
+    root of all its sources (`batch.outputs`). `size` + `version` (mtime, ETag, md5 or modifiedTime)
+    identify its content so a changed file is transcribed again.
     """
 
     uri: str
@@ -25,6 +27,8 @@ class SourceItem:
     version: str
     local_path: Path | None = None
     parent_id: str | None = None  # e.g. the Drive folder holding the file
+    space: str = "file"
+    root: PurePosixPath = field(default_factory=lambda: PurePosixPath("/"))
 
     @property
     def stem(self) -> str:
@@ -34,8 +38,13 @@ class SourceItem:
 class Sink(Protocol):
     """Where one item's transcripts go. `write` must be atomic: all of `content` or nothing."""
 
-    def write(self, item: SourceItem, fmt: str, content: str) -> str:
-        """Store `content` as the `fmt` transcript of `item`; return where it went."""
+    def target(self, item: SourceItem, filename: str) -> str:
+        """Where `write(item, filename, …)` would store it (a path or URI), without touching storage:
+        two items with equal targets (ignoring case) would overwrite each other."""
+        ...
+
+    def write(self, item: SourceItem, filename: str, content: str) -> str:
+        """Store `content` as `filename` (e.g. `talk.txt`) among `item`'s transcripts; return where it went."""
         ...
 
 

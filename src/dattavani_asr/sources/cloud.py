@@ -13,7 +13,7 @@ from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, cast
 
-from ..errors import OutputError, UnreadablePathError
+from ..errors import InvalidOptionError, OutputError, UnreadablePathError
 from ..writers import OUTPUT_SUBDIR
 from .base import SourceItem
 from .http import missing_extra, one_line
@@ -84,6 +84,8 @@ class CloudSource:
             relative=relative,
             size=int(size) if size is not None else None,
             version=cloud_version(info),
+            space=self.protocol,
+            root=PurePosixPath("/" + path[: len(path) - len(str(relative))].rstrip("/")),  # bucket/prefix
         )
 
     def expand(self, spec: str, pattern: str | None) -> Iterator[SourceItem]:
@@ -118,22 +120,48 @@ class CloudSource:
         return CloudSink(self)
 
 
+def _put(source: CloudSource, path: str, content: str) -> str:
+    """One PUT of `content` at `path` (atomic on object stores); its URI."""
+    try:
+        source.filesystem().pipe_file(path, content.encode("utf-8"))
+    except Exception as exc:
+        raise OutputError(f"{source.uri(path)}: cannot write ({one_line(exc)})") from exc
+    return source.uri(path)
+
+
 class CloudSink:
-    """Writes `<folder of the object>/gen-transcript/<stem>.<ext>` in the same bucket (one PUT: atomic)."""
+    """Writes `<folder of the object>/gen-transcript/<filename>` in the same bucket."""
 
     def __init__(self, source: CloudSource) -> None:
         self.source = source
 
-    def path_for(self, item: SourceItem, fmt: str) -> str:
+    def path_for(self, item: SourceItem, filename: str) -> str:
         if not self.source.matches(item.uri):
             raise OutputError(f"{item.uri}: not a {self.source.protocol}:// object; use --output-dir")
-        path = PurePosixPath(str(self.source.filesystem()._strip_protocol(item.uri)))
-        return str(path.parent / OUTPUT_SUBDIR / f"{item.stem}.{fmt}")
+        path = PurePosixPath(item.uri.removeprefix(f"{self.source.protocol}://"))
+        return str(path.parent / OUTPUT_SUBDIR / filename)
 
-    def write(self, item: SourceItem, fmt: str, content: str) -> str:
-        path = self.path_for(item, fmt)
-        try:
-            self.source.filesystem().pipe_file(path, content.encode("utf-8"))
-        except Exception as exc:
-            raise OutputError(f"{self.source.uri(path)}: cannot write ({one_line(exc)})") from exc
-        return self.source.uri(path)
+    def target(self, item: SourceItem, filename: str) -> str:
+        return self.source.uri(self.path_for(item, filename))
+
+    def write(self, item: SourceItem, filename: str, content: str) -> str:
+        return _put(self.source, self.path_for(item, filename), content)
+
+
+class CloudTreeSink:
+    """Mirrors items under a bucket prefix given as `--output-dir` (`s3://archive/out/<relative folder>/<filename>`)."""
+
+    def __init__(self, source: CloudSource, uri: str) -> None:
+        self.source = source
+        self.root = uri.removeprefix(f"{source.protocol}://").strip("/")
+        if not self.root:
+            raise InvalidOptionError(f"{uri}: name a bucket to write into")
+
+    def path_for(self, item: SourceItem, filename: str) -> str:
+        return str(PurePosixPath(self.root, *item.relative.parent.parts, filename))
+
+    def target(self, item: SourceItem, filename: str) -> str:
+        return self.source.uri(self.path_for(item, filename))
+
+    def write(self, item: SourceItem, filename: str, content: str) -> str:
+        return _put(self.source, self.path_for(item, filename), content)

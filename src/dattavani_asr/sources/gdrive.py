@@ -295,7 +295,8 @@ def _safe(name: str) -> str:
     return name.replace("/", "_") or "_"
 
 
-def drive_item(entry: dict[str, Any], relative: PurePosixPath, parent_id: str | None) -> SourceItem:
+def drive_item(entry: dict[str, Any], relative: PurePosixPath, parent_id: str | None, root: str) -> SourceItem:
+    """A Drive file found under the folder `root` (the id its spec named) at `relative`."""
     size = entry.get("size")
     parents = entry.get("parents") or [None]
     return SourceItem(
@@ -305,6 +306,8 @@ def drive_item(entry: dict[str, Any], relative: PurePosixPath, parent_id: str | 
         size=int(size) if size is not None else None,
         version=str(entry.get("md5Checksum") or entry.get("modifiedTime") or f"size:{size}"),
         parent_id=parent_id or parents[0],
+        space="gdrive",
+        root=PurePosixPath("/", root),
     )
 
 
@@ -326,19 +329,22 @@ class DriveSource:
         entry = self.client.metadata(file_id)
         mime = str(entry.get("mimeType", ""))
         if mime == FOLDER_MIME:
-            yield from self._walk(file_id, PurePosixPath(), pattern, set())
+            yield from self._walk(file_id, PurePosixPath(), pattern, {file_id})
         elif mime.startswith(GOOGLE_APPS_MIME):
             raise UnreadablePathError(f"{spec}: a Google Workspace document ({mime}), not an audio file")
         else:
-            yield drive_item(entry, PurePosixPath(_safe(str(entry["name"]))), None)
+            parents = entry.get("parents") or [file_id]
+            yield drive_item(entry, PurePosixPath(_safe(str(entry["name"]))), None, str(parents[0]))
 
     def _walk(self, folder_id: str, prefix: PurePosixPath, pattern: str | None, seen: set[str]) -> Iterator[SourceItem]:
+        """`seen` holds the spec's folder id first (the root of every item) and every folder walked."""
+        root = next(iter(seen))
         seen.add(folder_id)
         entries = sorted(self.client.children(folder_id), key=lambda entry: (str(entry["name"]), str(entry["id"])))
         for entry in entries:
             name = _safe(str(entry["name"]))
             if _is_audio(entry) and (pattern is None or fnmatch(name, pattern)):
-                yield drive_item(entry, prefix / name, folder_id)
+                yield drive_item(entry, prefix / name, folder_id, root)
         for entry in entries:
             name = str(entry["name"])
             skip = name == OUTPUT_SUBDIR or name.startswith(".") or entry["id"] in seen
@@ -363,19 +369,15 @@ class DriveSource:
         return self._sink
 
 
-class DriveSink:
-    """Uploads `<stem>.<ext>` into a `gen-transcript` folder beside the source file.
-
-    The folder is found (by name, parent and folder type) or created once, and remembered; an existing
-    transcript of the same name gets a new revision instead of a duplicate. One upload is atomic.
-    """
+class DriveFolders:
+    """Finds or creates named folders under a parent, once per (parent, name) even across threads."""
 
     def __init__(self, client: DriveClient) -> None:
         self.client = client
-        self._folders: dict[str, str] = {}
+        self._known: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
 
-    def _find(self, name: str, parent: str, folder: bool) -> str | None:
+    def find(self, name: str, parent: str, folder: bool) -> str | None:
         kind = "=" if folder else "!="
         query = (
             f"name = {quote_query(name)} and {quote_query(parent)} in parents and trashed=false "
@@ -385,15 +387,45 @@ class DriveSink:
             return str(entry["id"])
         return None
 
+    def child(self, parent: str, name: str) -> str:
+        with self._lock:
+            if (parent, name) not in self._known:
+                found = self.find(name, parent, folder=True)
+                self._known[parent, name] = found or self.client.create(name, parent, FOLDER_MIME)
+            return self._known[parent, name]
+
+    def upload(self, folder: str, filename: str, content: str) -> str:
+        """`filename` in `folder`: a new revision of an existing file of that name, else a new file."""
+        fmt = filename.rsplit(".", 1)[-1]
+        mime = f"{TRANSCRIPT_MIME.get(fmt, 'text/plain')}; charset=utf-8"
+        data = content.encode("utf-8")
+        existing = self.find(filename, folder, folder=False)
+        if existing:
+            file_id = self.client.update(existing, mime, data)
+        else:
+            file_id = self.client.create(filename, folder, mime, data)
+        return f"https://drive.google.com/file/d/{file_id}/view"
+
+
+class DriveSink:
+    """Uploads `<filename>` into a `gen-transcript` folder beside the source file.
+
+    The folder is found (by name, parent and folder type) or created once, and remembered; an existing
+    transcript of the same name gets a new revision instead of a duplicate. One upload is atomic.
+    """
+
+    def __init__(self, client: DriveClient) -> None:
+        self.client = client
+        self.folders = DriveFolders(client)
+
     def folder_for(self, parent: str) -> str:
         """The id of `gen-transcript` under `parent`, created if missing (once, even across threads)."""
-        with self._lock:
-            if parent not in self._folders:
-                found = self._find(OUTPUT_SUBDIR, parent, folder=True)
-                self._folders[parent] = found or self.client.create(OUTPUT_SUBDIR, parent, FOLDER_MIME)
-            return self._folders[parent]
+        return self.folders.child(parent, OUTPUT_SUBDIR)
 
-    def write(self, item: SourceItem, fmt: str, content: str) -> str:
+    def target(self, item: SourceItem, filename: str) -> str:
+        return f"gdrive://{item.parent_id or item.uri}/{OUTPUT_SUBDIR}/{filename}"
+
+    def write(self, item: SourceItem, filename: str, content: str) -> str:
         parent = item.parent_id
         if parent is None:
             file_id = drive_id(item.uri)
@@ -401,10 +433,21 @@ class DriveSink:
             if not parents:
                 raise OutputError(f"{item.uri}: no parent Drive folder to write beside; use --output-dir")
             parent = str(parents[0])
-        folder = self.folder_for(parent)
-        name = f"{item.stem}.{fmt}"
-        mime = f"{TRANSCRIPT_MIME.get(fmt, 'text/plain')}; charset=utf-8"
-        data = content.encode("utf-8")
-        existing = self._find(name, folder, folder=False)
-        file_id = self.client.update(existing, mime, data) if existing else self.client.create(name, folder, mime, data)
-        return f"https://drive.google.com/file/d/{file_id}/view"
+        return self.folders.upload(self.folder_for(parent), filename, content)
+
+
+class DriveTreeSink:
+    """Mirrors items under a Drive folder given as `--output-dir` (its subfolders found or created)."""
+
+    def __init__(self, client: DriveClient, folder_id: str) -> None:
+        self.folder_id = folder_id
+        self.folders = DriveFolders(client)
+
+    def target(self, item: SourceItem, filename: str) -> str:
+        return "/".join(["gdrive:/", self.folder_id, *item.relative.parent.parts, filename])
+
+    def write(self, item: SourceItem, filename: str, content: str) -> str:
+        folder = self.folder_id
+        for name in item.relative.parent.parts:
+            folder = self.folders.child(folder, name)
+        return self.folders.upload(folder, filename, content)

@@ -233,7 +233,17 @@ class HttpSource:
             remote = self._retried(spec, lambda: self._head(client, spec))
         self._ranges[spec] = remote.ranges
         name = url_name(spec)
-        yield SourceItem(uri=spec, name=name, relative=PurePosixPath(name), size=remote.size, version=remote.version)
+        parts = urlsplit(spec)
+        folder = PurePosixPath("/", parts.netloc, *PurePosixPath(unquote(parts.path)).parent.parts[1:])
+        yield SourceItem(
+            uri=spec,
+            name=name,
+            relative=PurePosixPath(name),
+            size=remote.size,
+            version=remote.version,
+            space="http",
+            root=folder,  # host/folder: URLs of one folder share it
+        )
 
     def open(self, item: SourceItem) -> IO[bytes]:
         """Range reads when the server honours them and gives a size; else the whole file, downloaded."""

@@ -11,7 +11,7 @@ from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from ..errors import InvalidOptionError, OutputError
+from ..errors import InvalidOptionError, OutputError, UnreadablePathError
 from ..writers import OUTPUT_SUBDIR
 from .base import SourceItem
 
@@ -59,8 +59,9 @@ def is_media(path: Path) -> bool:
 
 
 def local_item(path: Path, root: Path) -> SourceItem:
+    """`path`, found under the folder `root` that its spec named (a file's own folder when named alone)."""
     stat = path.stat()
-    relative = PurePosixPath(path.relative_to(root).as_posix()) if path != root else PurePosixPath(path.name)
+    relative = PurePosixPath(path.relative_to(root).as_posix())
     return SourceItem(
         uri=str(path.resolve()),
         name=path.name,
@@ -68,6 +69,8 @@ def local_item(path: Path, root: Path) -> SourceItem:
         size=stat.st_size,
         version=str(stat.st_mtime_ns),
         local_path=path.resolve(),
+        space="file",
+        root=PurePosixPath(os.path.abspath(root)),
     )
 
 
@@ -82,16 +85,32 @@ def _folder(root: Path, pattern: str | None) -> Iterator[SourceItem]:
 
 def manifest_entries(path: Path) -> list[str]:
     """Paths/URLs listed in a manifest: one per line, or a CSV/TSV/JSONL `path` column."""
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UnreadablePathError(f"{path}: cannot read the manifest ({exc})") from exc
     if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        return [str(row["path"]) for row in rows if row.get("path")]
+        return _jsonl_paths(path, text)
     if path.suffix in (".csv", ".tsv"):
         reader = csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix == ".tsv" else ",")
         if not reader.fieldnames or "path" not in reader.fieldnames:
             raise InvalidOptionError(f"{path}: manifest needs a 'path' column (found {reader.fieldnames})")
         return [row["path"].strip() for row in reader if row.get("path", "").strip()]
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _jsonl_paths(path: Path, text: str) -> list[str]:
+    paths = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidOptionError(f"{path}:{number}: not a JSON object ({exc.msg})") from exc
+        if isinstance(row, dict) and row.get("path"):
+            paths.append(str(row["path"]))
+    return paths
 
 
 class LocalSource:
@@ -114,8 +133,10 @@ class LocalSource:
             yield from _folder(path, pattern)
         elif path.is_file():
             yield local_item(path, path.parent)
+        elif path.exists() or path.is_symlink():
+            raise UnreadablePathError(f"{spec}: not a regular file or folder (or a broken link)")
         else:
-            raise InvalidOptionError(f"{spec}: no such file, folder or glob match")
+            raise UnreadablePathError(f"{spec}: no such file, folder or glob match")
 
     def open(self, item: SourceItem) -> IO[bytes]:
         assert item.local_path is not None
@@ -126,23 +147,25 @@ class LocalSource:
 
 
 class LocalSink:
-    """Writes `<dir>/gen-transcript/<stem>.<ext>`, or mirrors the source tree under `output_dir`."""
+    """Writes `<file's folder>/gen-transcript/<filename>`, or `<output_dir>/<relative folder>/<filename>`."""
 
     def __init__(self, output_dir: Path | None = None) -> None:
         self.output_dir = output_dir
 
-    def path_for(self, item: SourceItem, fmt: str) -> Path:
-        name = f"{item.stem}.{fmt}"
+    def path_for(self, item: SourceItem, filename: str) -> Path:
         if self.output_dir is not None:
-            return self.output_dir / Path(*item.relative.parent.parts) / name
+            return Path(os.path.abspath(self.output_dir / Path(*item.relative.parent.parts) / filename))
         if item.local_path is None:
             raise OutputError(f"{item.uri}: a remote item needs --output-dir")
-        return item.local_path.parent / OUTPUT_SUBDIR / name
+        return item.local_path.parent / OUTPUT_SUBDIR / filename
 
-    def write(self, item: SourceItem, fmt: str, content: str) -> str:
+    def target(self, item: SourceItem, filename: str) -> str:
+        return str(self.path_for(item, filename))
+
+    def write(self, item: SourceItem, filename: str, content: str) -> str:
         from ..writers import write_text_atomic
 
-        target = self.path_for(item, fmt)
+        target = self.path_for(item, filename)
         if target.parent.is_dir():  # temp files of a run that was killed mid-write
             for stale in target.parent.glob(f".{target.name}.*.part"):
                 stale.unlink(missing_ok=True)
