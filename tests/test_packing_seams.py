@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import random
 import re
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,6 +47,7 @@ def _packed_result(words: list[Word]) -> tuple[object, WindowResult]:
     [
         (Word(3.6, 3.6, " and,", 0.5), True),  # timed inside the silence: either file's
         (Word(3.2, 4.4, " not", 0.5), True),  # starts right after the first file, runs into the second
+        (Word(2.7, 4.2, " to", 0.5), True),  # stretched over the whole gap
         (Word(3.7, 4.3, " they", 0.5), False),  # the second file's first word, timed early
         (Word(2.5, 3.8, " left.", 0.5), False),  # the first file's last word, stretched into the gap
     ],
@@ -116,3 +119,28 @@ def test_packed_clips_keep_every_word_in_its_own_file(tiny: Transcriber) -> None
             leaks.append((number, packed_before, packed_after))
     assert len(files) >= 15
     assert not leaks
+
+
+def _phrases(name: str) -> list[np.ndarray]:
+    """A recording cut at its pauses as the batch benchmark's --phrases does."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from phrases import pause_cuts
+
+    audio = decode_audio(DATA / name)
+    return [audio[start:end] for start, end in pause_cuts(audio, 0.2)]
+
+
+@pytest.mark.slow
+def test_a_word_stretched_over_a_seam_stays_in_its_file(tiny: Transcriber) -> None:
+    """Packed, '... in the middle of a sentence' + 'to the north ...' was aligned with 'to' over the whole
+    gap, mostly inside the first file: 'to' closed the first file's transcript and left the second's."""
+    first = _phrases("fleurs/fleurs-en-001.ogg")[-1]
+    second = _phrases("fleurs/fleurs-en-002.ogg")[0]
+    third = _phrases("misc/jfk.flac")[1]
+    vad = VadOptions()
+    windows = [window for clip in (first, second, third) for window in speech_windows([clip], vad)]
+    assert len(windows) == 3
+    decoding = replace(make_options(trim_encoder=True).decoding, language="en")
+    [parts] = decode_packs(tiny.engine(), [build_pack(windows, [0, 1, 2])], decoding, "en")
+    texts = [_words([part]) for part in parts]
+    assert texts[0][-1] in ("sentence", "sentences") and texts[1][:3] == ["to", "the", "north"]

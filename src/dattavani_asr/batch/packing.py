@@ -192,16 +192,19 @@ def seam_doubts(pack: Pack, result: WindowResult) -> set[int]:
     """Positions of the parts on either side of a seam where the packed alignment put a word in the silence.
 
     The gap between two parts is digital silence, so a word timed inside it (or starting in its first
-    half) may belong to either file: its timing carries no evidence. Such words moved from one file to
-    its neighbour (a file's last word opening the next file's transcript), so both parts are decoded
-    again on their own. A word that starts in the second half of the gap and runs into the next part is
-    that part's first word, timed early (common, and always right on real clips).
+    half), or stretched over all of it, may belong to either file: its timing carries no evidence. Such
+    words moved from one file to its neighbour (a file's last word opening the next file's transcript,
+    the next file's first word closing this one), so both parts are decoded again on their own. A word
+    that starts in the second half of the gap and runs into the next part is that part's first word,
+    timed early (common, and always right on real clips).
     """
     words = [word for segment in result.segments for word in segment.words]
     doubtful: set[int] = set()
     for position, (before, after) in enumerate(itertools.pairwise(pack.parts)):
         middle = (before.end + after.start) / 2
-        if any(before.end <= w.start and (w.start < middle or w.end <= after.start) for w in words):
+        in_gap = (before.end <= w.start and (w.start < middle or w.end <= after.start) for w in words)
+        across = (w.start < before.end and w.end > after.start for w in words)
+        if any(in_gap) or any(across):
             doubtful |= {position, position + 1}
     return doubtful
 
