@@ -221,6 +221,9 @@ class BatchRun:
             timings=Timings(total=round(job.elapsed(), 3)),
         )
 
+    @property
+    def summary_path(self) -> Path:
+        return state_directory(self.config) / SUMMARY_FILENAME
+
     def _write_summary(self) -> None:
-        path = state_directory(self.config) / SUMMARY_FILENAME
-        write_text_atomic(json.dumps(self.summary.to_dict(), indent=2) + "\n", path)
+        write_text_atomic(json.dumps(self.summary.to_dict(), indent=2) + "\n", self.summary_path)

@@ -79,6 +79,7 @@ def batch(
     run = BatchRun(run_config, transcriber, options)
     summary = _run_with_progress(run)
     _print_summary(summary)
+    report.print(f"[dim]summary: {run.summary_path}[/dim]", highlight=False)
     if summary.failed:
         raise typer.Exit(1)
 
