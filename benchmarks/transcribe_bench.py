@@ -120,6 +120,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         f"with --long-form {','.join(LONG_SYSTEMS)})",
     )
     parser.add_argument("--beam-size", type=int, default=5)
+    parser.add_argument(
+        "--trim-encoder",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="ours: the model's policy (auto: trimmed for English-only models), or forced",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3, help="time each file N times, keep the fastest")
     parser.add_argument("--warmup", action="store_true", help="transcribe the first file once, untimed, first")
@@ -199,7 +205,8 @@ def build_ours(args: argparse.Namespace) -> Transcribe:
     transcriber.engine()  # load now, so the load is not counted in the first file's time
 
     def run(item: Item) -> str:
-        kwargs = {"beam_size": args.beam_size, "language": item.lang, "channel": item.channel}
+        trim = {"auto": None, "on": True, "off": False}[args.trim_encoder]
+        kwargs = {"beam_size": args.beam_size, "language": item.lang, "channel": item.channel, "trim_encoder": trim}
         return str(transcriber.transcribe(item.path, **kwargs).text)
 
     return run
@@ -318,6 +325,7 @@ def worker_command(system: str, items_path: Path, result_path: Path, args: argpa
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", system, "--items", str(items_path)]
     command += ["--result", str(result_path), "--model", args.model, "--model-dir", str(args.model_dir)]
     command += ["--beam-size", str(args.beam_size), "--threads", str(args.threads), "--repeat", str(args.repeat)]
+    command += ["--trim-encoder", args.trim_encoder]
     if args.openai_model:
         command += ["--openai-model", args.openai_model]
     return [*command, "--warmup"] if args.warmup else command

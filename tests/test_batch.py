@@ -24,7 +24,6 @@ from dattavani_asr import Transcriber, make_options
 from dattavani_asr.batch import BatchConfig, BatchRun
 from dattavani_asr.batch.jobs import EndMessage, FileJob, WindowMessage
 from dattavani_asr.batch.packing import (
-    batch_trims_encoder,
     build_pack,
     decode_packs,
     pack_limit,
@@ -36,6 +35,7 @@ from dattavani_asr.batch.pipeline import WindowGate
 from dattavani_asr.engine.windows import AudioWindow, Decoded, RawSegment, WindowResult
 from dattavani_asr.evaluation import word_error_rate
 from dattavani_asr.options import DecodingOptions, VadOptions
+from dattavani_asr.pipeline.run import trims_encoder
 from dattavani_asr.sources.base import SourceItem
 from dattavani_asr.sources.local import LocalSink, LocalSource
 from dattavani_asr.transcript import Word
@@ -212,9 +212,8 @@ def test_packed_run_keeps_accuracy(tiny: Transcriber, archive: Path, tmp_path: P
 def test_trimmed_encoder_packs_short_windows_and_is_the_default_for_english_only_models() -> None:
     assert pack_limit(trim_encoder=True) < 15.0
     assert 25.0 < pack_limit(trim_encoder=False) < 30.0
-    assert batch_trims_encoder(None, "tiny.en") and batch_trims_encoder(None, "/models/faster-whisper-tiny.en/")
-    assert not batch_trims_encoder(None, "base") and not batch_trims_encoder(None, "Systran/faster-whisper-small")
-    assert batch_trims_encoder(True, "base") and not batch_trims_encoder(False, "tiny.en")
+    assert trims_encoder(None, multilingual=False) and not trims_encoder(None, multilingual=True)
+    assert trims_encoder(True, multilingual=True) and not trims_encoder(False, multilingual=False)
 
 
 def test_local_sink_removes_temp_files_left_by_a_killed_run(tmp_path: Path) -> None:

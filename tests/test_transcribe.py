@@ -13,6 +13,7 @@ import pytest
 
 from conftest import DATA, JFK, JFK_PHRASE, fleurs, load_manifest
 from dattavani_asr import EmptyAudioError, InvalidOptionError, Transcriber
+from dattavani_asr.engine.decoding import confidence
 from dattavani_asr.evaluation import normalize, word_error_rate
 
 # Measured on these clips (tiny.en en, base others): en 7.7, de 11.4, es 6.9, fr 29.2, pt 21.6 %.
@@ -186,10 +187,15 @@ def test_fallback_model_keeps_the_more_confident_result(tiny: Transcriber, base:
     primary = tiny.transcribe(path)
     alternative = base.transcribe(path, language="en")
     chained = tiny.transcribe(path, fallback_model="base", min_confidence=1.0)
-    best = max(primary, alternative, key=lambda t: t.segments[0].confidence)
+
+    def window_confidence(transcript: Any) -> float:  # the clip is one window: its segments share these scores
+        return confidence(transcript.segments[0].avg_logprob, transcript.segments[0].no_speech_prob)
+
+    best = max(primary, alternative, key=window_confidence)
     assert chained.text == best.text
     assert {s.model for s in chained.segments} == {best.model}
-    assert chained.segments[0].confidence == max(primary.segments[0].confidence, alternative.segments[0].confidence)
+    assert [s.confidence for s in chained.segments] == [s.confidence for s in best.segments]
+    assert len({s.confidence for s in chained.segments}) == len(chained.segments)  # each segment its own
     untouched = tiny.transcribe(path, fallback_model="base", min_confidence=0.0)
     assert untouched.text == primary.text and {s.model for s in untouched.segments} == {"tiny.en"}
 
@@ -229,7 +235,9 @@ def test_quiet_speaker_next_to_a_loud_one_is_not_lost(tiny: Transcriber) -> None
     transcript = tiny.transcribe(np.concatenate([quiet[0], gap, quiet[1], gap, quiet[2], gap, loud]))
     text = normalize(transcript.text)
     assert "lord byron" in text and "cabbage juice" in text and "dinosaurs" in text
-    assert "fellow americans" in text
+    # JFK cut at 5 s ends the audio: in a trimmed encoder context (tiny.en's policy) the cut-off
+    # "Americans" is heard as "America"; what matters here is that both speakers are heard.
+    assert "fellow america" in text
 
 
 def test_speech_left_after_the_decoder_stops_is_decoded_again(tiny: Transcriber) -> None:

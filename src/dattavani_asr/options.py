@@ -53,7 +53,8 @@ class DecodingOptions:
     suppress_blank: bool = True
     # Encode only the audio plus a margin instead of a full 30-s window (whisper.cpp's audio_ctx):
     # a 10-s window costs about half the encoder time; slightly less accurate on some languages.
-    trim_encoder: bool = False
+    # None: the model's policy (pipeline.run.trims_encoder), decided before the engine sees it.
+    trim_encoder: bool | None = None
     min_encoder_seconds: float = 0.0  # smallest trimmed context: windows of many lengths then share batches
     # Decode again the rest of a window after Whisper stopped early (see WhisperEngine.transcribe_batch).
     # Live streams turn it off: their windows end mid-speech by design.
@@ -73,5 +74,5 @@ class TranscribeOptions:
     start: float | None = None
     end: float | None = None
     channel: int | None = None
-    fallback_model: str | None = None
+    fallback_models: tuple[str, ...] = ()  # tried in turn on windows under min_confidence
     min_confidence: float = 0.6

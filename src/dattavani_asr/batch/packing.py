@@ -16,7 +16,6 @@ import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -63,16 +62,13 @@ class Pack:
     parts: tuple[Part, ...]
 
 
-def pack_limit(trim_encoder: bool) -> float:
-    """Longest packed window: near 30 s for the full encoder, short for a trimmed one."""
+def pack_limit(trim_encoder: bool | None) -> float:
+    """Longest packed window: near 30 s for the full encoder, short for a trimmed one.
+
+    With a trimmed encoder (the policy of English-only models, `pipeline.run.trims_encoder`) short
+    packs are the fastest configuration, with the same or better WER on English.
+    """
     return TRIMMED_PACK_SECONDS if trim_encoder else PACK_SECONDS
-
-
-def batch_trims_encoder(configured: bool | None, model: str) -> bool:
-    """Unless set, batch runs of English-only models trim the encoder context: with short packs
-    (packing.TRIMMED_PACK_SECONDS) that is the fastest configuration, with the same or better WER
-    on English; multilingual models lost accuracy trimmed (FLEURS de/es/fr/pt, base), so stay full."""
-    return configured if configured is not None else PurePath(model.rstrip("/")).name.endswith(".en")
 
 
 def fits(
@@ -231,33 +227,35 @@ def part_doubt(result: WindowResult, options: DecodingOptions) -> str | None:
 def decode_packs(engine: Any, packs: list[Pack], options: DecodingOptions, language: str | None) -> list[list[Any]]:
     """Decode packs together and split them back: one result per part, in each part's own timeline.
 
-    Packs are decoded with word timestamps (segments are split between parts by word) and without
+    A pack of one window is decoded as that window alone, with the full options. Packs of several
+    are decoded with word timestamps (segments are split between parts by word) and without
     temperature fallback. A part whose share looks wrong (`part_doubt`), the parts beside a seam where
     a word was timed in the silence (`seam_doubts`), and every part of a pack whose text is unlikely
     (Whisper's log-probability fallback rule) are decoded again on their own with the full options
     (fallback included), as they would be without packing.
     """
     once = replace(options, word_timestamps=True, temperatures=options.temperatures[:1])
-    packed = engine.transcribe_batch([pack.window for pack in packs], once, language)[0]
-    results: list[list[Any]] = []
-    retry: list[tuple[int, int]] = []
-    for row, (pack, result) in enumerate(zip(packs, packed)):
-        parts = unpack(pack, result)
-        if len(parts) > 1:
-            unlikely = result.decoded.avg_logprob < options.log_prob_threshold and not is_silence(
-                result.decoded, options
-            )
-            seams = seam_doubts(pack, result)
-            retry += [
-                (row, col) for col, part in enumerate(parts) if unlikely or col in seams or part_doubt(part, options)
-            ]
-        results.append(parts if options.word_timestamps else [_without_words(part) for part in parts])
-    if retry:
-        log.debug("decoding %d of %d packed windows again on their own", len(retry), sum(map(len, results)))
-        windows = [packs[row].parts[col].window for row, col in retry]
-        for (row, col), alone in zip(retry, engine.transcribe_batch(windows, options, language)[0]):
-            results[row][col] = alone
+    shared = [row for row, pack in enumerate(packs) if len(pack.parts) > 1]
+    results: list[list[Any]] = [[] for _ in packs]
+    alone: list[tuple[int, int]] = [(row, 0) for row, pack in enumerate(packs) if len(pack.parts) == 1]
+    packed = engine.transcribe_batch([packs[row].window for row in shared], once, language)[0] if shared else []
+    for row, result in zip(shared, packed):
+        parts = unpack(packs[row], result)
+        alone += [(row, col) for col in _doubtful(packs[row], result, parts, options)]
+        results[row] = parts if options.word_timestamps else [_without_words(part) for part in parts]
+    if alone:
+        log.debug("decoding %d of %d windows on their own", len(alone), sum(len(pack.parts) for pack in packs))
+        windows = [packs[row].parts[col].window for row, col in alone]
+        for (row, col), result in zip(alone, engine.transcribe_batch(windows, options, language)[0]):
+            results[row][col : col + 1] = [result]
     return results
+
+
+def _doubtful(pack: Pack, result: WindowResult, parts: list[WindowResult], options: DecodingOptions) -> list[int]:
+    """Positions of the parts of a shared pack to decode again alone."""
+    unlikely = result.decoded.avg_logprob < options.log_prob_threshold and not is_silence(result.decoded, options)
+    seams = seam_doubts(pack, result)
+    return [col for col, part in enumerate(parts) if unlikely or col in seams or part_doubt(part, options)]
 
 
 def _without_words(result: WindowResult) -> WindowResult:

@@ -41,9 +41,9 @@ class EngineReplica:
         )
         self.engine: Any = None
 
-    def ready(self) -> str:
+    def ready(self) -> tuple[str, bool]:
         self.engine = self.transcriber.engine()
-        return str(self.engine.name)
+        return str(self.engine.name), bool(self.engine.multilingual)
 
     def check_options(self, decoding: DecodingOptions) -> None:
         self.engine.check_options(decoding)
@@ -162,7 +162,7 @@ class RayEngine:
         self._actors: list[Any] = []
         try:
             self.plan = plan_replicas(self._ray.cluster_resources(), transcriber.device, replicas, cpus_per_replica)
-            self._name = self._start(transcriber)
+            self._name, self._multilingual = self._start(transcriber)
         except BaseException:
             self.shutdown()
             raise
@@ -175,7 +175,11 @@ class RayEngine:
     def name(self) -> str:
         return self._name
 
-    def _start(self, transcriber: Transcriber) -> str:
+    @property
+    def multilingual(self) -> bool:
+        return self._multilingual
+
+    def _start(self, transcriber: Transcriber) -> tuple[str, bool]:
         plan = self.plan
         threads = transcriber.cpu_threads or max(1, int(plan.cpus))
         actor_class = self._ray.remote(EngineReplica).options(num_cpus=plan.cpus, num_gpus=plan.gpus)
@@ -191,7 +195,8 @@ class RayEngine:
                 f"{plan.replicas} engine replicas of {plan.cpus:g} CPU and {plan.gpus:g} GPU did not start within "
                 f"{READY_TIMEOUT:g} s: the cluster may lack those resources (see --ray-replicas)"
             ) from None
-        return str(names[0])
+        name, multilingual = names[0]
+        return str(name), bool(multilingual)
 
     def _get(self, refs: list[Any], timeout: float | None = None) -> list[Any]:
         """`ray.get`, re-raising this package's own errors from the actors as themselves."""

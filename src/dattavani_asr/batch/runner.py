@@ -7,14 +7,15 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import DattavaniError
 from ..options import TranscribeOptions
+from ..pipeline.run import EngineDecoder, TranscriptRun, WindowDecoder, decoding_for
 from ..sources import Sink, Source, SourceItem, expand_all, output_sink
-from ..transcriber import Transcriber, check_not_empty, segments_from_results
+from ..transcriber import Transcriber, check_not_empty
 from ..transcript import Timings, Transcript
 from ..writers import OUTPUT_SUBDIR, render, write_text_atomic
 from .jobs import FileJob
@@ -101,6 +102,7 @@ class BatchRun:
         self.state = RunState(state_directory(config) / STATE_FILENAME)
         self.on_progress: Callable[[FileJob | None, BatchSummary], None] = lambda job, summary: None
         self.on_unplanned: Callable[[str, DattavaniError], None] = lambda name, error: None
+        self.chain: list[WindowDecoder] = []
 
     def plan(self) -> list[FileJob]:
         """Jobs for the items not done yet; items that cannot be read or written are counted as failed."""
@@ -154,13 +156,13 @@ class BatchRun:
         if jobs:
             engine = self._engine()
             try:
-                engine.check_options(self.options.decoding)
+                options = self._prepare(engine)
                 for job in jobs:
                     self.state.started(job.item.uri)
                 run_pipeline(
                     jobs,
                     engine,
-                    self.options,
+                    options,
                     self.finish,
                     workers=self.config.workers,
                     file_timeout=self.config.file_timeout,
@@ -173,6 +175,14 @@ class BatchRun:
         self._write_summary()
         self.state.close()
         return self.summary
+
+    def _prepare(self, engine: Any) -> TranscribeOptions:
+        """The model chain (fallbacks load here, on this machine), checked; the options the engine decodes with."""
+        fallbacks = [EngineDecoder(self.transcriber.engine(name)) for name in self.options.fallback_models]
+        self.chain = [EngineDecoder(engine), *fallbacks]
+        TranscriptRun(self.chain, self.options).check()
+        decoding = decoding_for(self.chain[0], self.options.decoding, self.options.decoding.language)
+        return replace(self.options, decoding=decoding)
 
     def _engine(self) -> Any:
         """The local engine, or engine replicas on the Ray cluster given by --ray."""
@@ -210,16 +220,11 @@ class BatchRun:
         self.summary.failures.append({"file": job.item.uri, "error": type(exc).__name__, "message": str(exc)})
 
     def _transcript(self, job: FileJob) -> Transcript:
-        return Transcript(
-            segments=segments_from_results(job.results),
-            language=job.language or "en",
-            language_probability=job.language_probability,
-            duration=round(job.stats.duration, 3),
-            model=self.transcriber.model_name,
-            task=self.options.decoding.task,
-            source=job.item.uri,
-            timings=Timings(total=round(job.elapsed(), 3)),
-        )
+        """The file's windows down the fallback chain, in the language its first window settled."""
+        run = TranscriptRun(self.chain, self.options)
+        run.adopt(job.language, job.language_probability)
+        results = run.improve(job.results)
+        return run.transcript(results, job.stats.duration, job.item.uri, Timings(total=round(job.elapsed(), 3)))
 
     @property
     def summary_path(self) -> Path:

@@ -11,7 +11,6 @@ from rich.table import Table
 
 from ..batch import BatchConfig, BatchRun, BatchSummary
 from ..batch.jobs import FileJob
-from ..batch.packing import batch_trims_encoder
 from ..transcriber import Transcriber, make_options
 from ..writers import parse_formats
 from .app import ConfigOption, console, report, settings_for
@@ -74,7 +73,7 @@ def batch(
         language=settings.language, task=settings.task, beam_size=settings.beam_size,
         word_timestamps=settings.word_timestamps, vad=settings.vad, initial_prompt=settings.initial_prompt,
         hotwords=settings.hotwords, batch_size=settings.batch_size,
-        trim_encoder=batch_trims_encoder(settings.trim_encoder, settings.model),
+        trim_encoder=settings.trim_encoder,
     )  # fmt: skip
     run = BatchRun(run_config, transcriber, options)
     summary = _run_with_progress(run)

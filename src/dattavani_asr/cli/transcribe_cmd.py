@@ -122,7 +122,7 @@ class TranscribeJob:
             batch_size=settings.batch_size,
             fallback_model=settings.fallback_model,
             min_confidence=settings.min_confidence,
-            trim_encoder=bool(settings.trim_encoder),
+            trim_encoder=settings.trim_encoder,
         )
 
     def run(self, specs: list[str]) -> list[DattavaniError]:

@@ -97,22 +97,31 @@ def _assign(segments: list[RawSegment], timed: list[TimedWord], window: AudioWin
     return out
 
 
-def add_word_timestamps(
-    model: LoadedModel,
-    encoded: Any,
-    windows: list[AudioWindow],
-    segments: list[list[RawSegment]],
-    tokenizer: Any,
-) -> list[list[RawSegment]]:
-    """Align the text of every window in one batched call and attach words to segments."""
+def align_text(
+    model: LoadedModel, encoded: Any, windows: list[AudioWindow], segments: list[list[RawSegment]], tokenizer: Any
+) -> list[Any]:
+    """CTranslate2's alignment of every window's text (one batched call): token times and probabilities."""
     text_tokens = [[t for s in window_segments for t in s.tokens] for window_segments in segments]
     frames = [max(1, int(w.duration * MEL_FRAMES_PER_SECOND)) for w in windows]
-    results = model.whisper.align(encoded, tokenizer.sot_sequence, text_tokens, frames)
-    aligned = []
-    for window, window_segments, tokens, result in zip(windows, segments, text_tokens, results):
-        if not tokens:
-            aligned.append(window_segments)
-            continue
-        timed = _word_times(result, tokens, tokenizer)
-        aligned.append(_assign(window_segments, timed, window))
-    return aligned
+    return list(model.whisper.align(encoded, tokenizer.sot_sequence, text_tokens, frames))
+
+
+def add_words(window: AudioWindow, segments: list[RawSegment], aligned: Any, tokenizer: Any) -> list[RawSegment]:
+    """The window's segments with their words timed from the alignment."""
+    tokens = [t for s in segments for t in s.tokens]
+    return _assign(segments, _word_times(aligned, tokens, tokenizer), window) if tokens else segments
+
+
+def with_confidences(segments: list[RawSegment], aligned: Any, no_speech_prob: float) -> list[RawSegment]:
+    """Each segment's confidence from its own text tokens: their geometric mean probability, discounted
+    by the window's chance of no speech (the window-wide score would give every segment the same)."""
+    probabilities = np.asarray(aligned.text_token_probs, dtype=np.float64)
+    scored, first = [], 0
+    for segment in segments:
+        last = first + len(segment.tokens)
+        mine = np.clip(probabilities[first:last], 1e-9, 1.0)
+        mean = float(np.exp(np.mean(np.log(mine)))) if mine.size else None
+        score = None if mean is None else round(mean * (1.0 - no_speech_prob), 4)
+        scored.append(replace(segment, confidence=score) if score is not None else segment)
+        first = last
+    return scored

@@ -9,7 +9,7 @@ from typing import Any
 from ..audio import SAMPLE_RATE
 from ..errors import InvalidOptionError
 from ..options import TASKS, DecodingOptions
-from .alignment import add_word_timestamps
+from .alignment import add_words, align_text, with_confidences
 from .decoding import (
     build_prompt,
     confidence,
@@ -60,6 +60,10 @@ class WhisperEngine:
     @property
     def name(self) -> str:
         return self.model.name
+
+    @property
+    def multilingual(self) -> bool:
+        return self.model.multilingual
 
     def check_options(self, options: DecodingOptions) -> None:
         """Refuse what this model cannot do, before any audio is decoded."""
@@ -129,7 +133,12 @@ class WhisperEngine:
             active = []
             for index, addition in zip(tails, extra):
                 if addition.segments:
-                    results[index] = replace(results[index], segments=results[index].segments + addition.segments)
+                    # a tail's segments keep their own decode's confidence, not their window's
+                    own = tuple(
+                        replace(s, confidence=addition.confidence) if s.confidence is None else s
+                        for s in addition.segments
+                    )
+                    results[index] = replace(results[index], segments=results[index].segments + own)
                     active.append(index)
         return results, language, probability
 
@@ -151,6 +160,29 @@ class WhisperEngine:
                 results[index] = result
         return [result for result in results if result is not None], language or "en", probability
 
+    def _aligned(
+        self,
+        encoded: Any,
+        windows: list[AudioWindow],
+        segments: list[list[RawSegment]],
+        decoded: list[Any],
+        tokenizer: Any,
+        words: bool,
+    ) -> list[list[RawSegment]]:
+        """Segments with their own confidences (and words, when asked), from one alignment pass.
+
+        The alignment is skipped when no word is wanted and no window holds more than one segment:
+        a lone segment's confidence is its window's.
+        """
+        if not (words and any(segments)) and all(len(window_segments) < 2 for window_segments in segments):
+            return segments
+        aligned = align_text(self.model, encoded, windows, segments, tokenizer)
+        out = []
+        for window, window_segments, result, item in zip(windows, segments, aligned, decoded):
+            scored = with_confidences(window_segments, result, item.no_speech_prob) if window_segments else []
+            out.append(add_words(window, scored, result, tokenizer) if words and scored else scored)
+        return out
+
     def _decode_group(
         self, windows: list[AudioWindow], options: DecodingOptions, language: str | None
     ) -> tuple[list[WindowResult], str, float]:
@@ -170,8 +202,7 @@ class WhisperEngine:
             [] if is_silence(item, options) else split_segments(item.tokens, window, tokenizer)
             for item, window in zip(decoded, windows)
         ]
-        if options.word_timestamps and any(segments):
-            segments = add_word_timestamps(self.model, encoded, windows, segments, tokenizer)
+        segments = self._aligned(encoded, windows, segments, decoded, tokenizer, options.word_timestamps)
         results = [
             WindowResult(
                 window=window,

@@ -53,6 +53,7 @@ class RawSegment:
     tokens: tuple[int, ...]
     text: str
     words: tuple[Word, ...] = ()
+    confidence: float | None = None  # from its own tokens' probabilities (None: the window's)
 
 
 @dataclass(frozen=True)

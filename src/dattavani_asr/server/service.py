@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import IO, Any, cast
 
 from ..audio import AudioSource, describe_source, iter_audio
 from ..chunking import AudioStats, speech_windows
 from ..engine import AudioWindow, WindowResult
 from ..errors import DattavaniError, EmptyAudioError, InvalidOptionError
-from ..options import DecodingOptions, VadOptions
-from ..transcriber import check_not_empty, segments_from_results
+from ..options import DecodingOptions, TranscribeOptions, VadOptions
+from ..pipeline.run import TranscriptRun
+from ..transcriber import check_not_empty
 from ..transcript import Timings, Transcript
 from .batcher import Priority
 from .model_manager import LoadedEntry, ModelManager
@@ -39,10 +41,12 @@ class TranscriptionRequest:
     word_timestamps: bool = False
     beam_size: int = 5
     vad: bool = True
-    trim_encoder: bool = False
+    trim_encoder: bool | None = None  # None: the model's policy (pipeline.run.trims_encoder)
+    fallback_models: tuple[str, ...] = ()
+    min_confidence: float = 0.6
 
-    def decoding(self) -> DecodingOptions:
-        options = DecodingOptions(
+    def options(self) -> TranscribeOptions:
+        decoding = DecodingOptions(
             task=self.task,
             language=self.language,
             beam_size=self.beam_size,
@@ -51,8 +55,11 @@ class TranscriptionRequest:
             trim_encoder=self.trim_encoder,
         )
         if self.temperature > 0:
-            options = replace(options, temperatures=(self.temperature,))
-        return options
+            decoding = replace(decoding, temperatures=(self.temperature,))
+        vad = VadOptions() if self.vad else None
+        return TranscribeOptions(
+            decoding=decoding, vad=vad, fallback_models=self.fallback_models, min_confidence=self.min_confidence
+        )
 
     def check(self) -> None:
         if not 0.0 <= self.temperature <= 1.0:
@@ -61,13 +68,56 @@ class TranscriptionRequest:
 
 @dataclass
 class _Progress:
-    stats: AudioStats
     callback: Callable[[float], None] | None
     duration: float | None
 
     def update(self, result: WindowResult) -> None:
         if self.callback is not None and self.duration:
             self.callback(min(1.0, result.window.end / self.duration))
+
+
+class ScheduledDecoder:
+    """A WindowDecoder over a loaded model's scheduler: windows share batches with other callers'."""
+
+    def __init__(self, entry: LoadedEntry, priority: int) -> None:
+        self.entry = entry
+        self.priority = priority
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def multilingual(self) -> bool:
+        return bool(self.entry.engine.multilingual)
+
+    def check(self, options: DecodingOptions) -> None:
+        self.entry.engine.check_options(options)
+
+    def detect(self, window: AudioWindow) -> tuple[str, float]:
+        [(language, probability)] = self.entry.engine.detect_languages([window])
+        return str(language), float(probability)
+
+    def submit(self, windows: list[AudioWindow], options: DecodingOptions) -> list[Future[WindowResult]]:
+        return self.entry.batcher.submit(windows, options, self.priority)
+
+
+@dataclass
+class _Collector:
+    """Results in window order, with the fallback chain applied as each one comes back."""
+
+    run: TranscriptRun
+    cancel: threading.Event | None
+    on_window: WindowCallback | None
+    tracker: _Progress
+    results: list[WindowResult] = field(default_factory=list)
+
+    def collect(self, future: Future[WindowResult]) -> None:
+        [result] = self.run.improve([_wait(future, self.cancel)])
+        self.results.append(result)
+        self.tracker.update(result)
+        if self.on_window is not None:
+            self.on_window(result)
 
 
 class TranscriptionService:
@@ -94,71 +144,40 @@ class TranscriptionService:
         stats = AudioStats()
         blocks = iter_audio(source)
         first = next(blocks, None)  # bad input fails before any model loads
-        with self.models.use(request.model or "") as entry:
-            decoding = request.decoding()
-            entry.engine.check_options(decoding)
-            windows = speech_windows(_chain(first, blocks), VadOptions() if request.vad else None, stats=stats)
-            tracker = _Progress(stats, progress, duration)
-            results, decoding = self._run(entry, windows, decoding, priority, cancel, on_window, tracker)
+        options = request.options()
+        with contextlib.ExitStack() as stack:
+            names = (request.model or "", *request.fallback_models)
+            chain = [ScheduledDecoder(stack.enter_context(self.models.use(name)), priority) for name in names]
+            run = TranscriptRun(chain, options)
+            run.check()
+            windows = speech_windows(_chain(first, blocks), options.vad, stats=stats)
+            collector = _Collector(run, cancel, on_window, _Progress(progress, duration))
+            self._run(run, windows, collector)
         check_not_empty(stats, source)
         total = time.perf_counter() - started
-        return Transcript(
-            segments=segments_from_results(results),
-            language=decoding.language or "en",
-            language_probability=1.0,
-            duration=round(stats.duration, 3),
-            model=entry.name,
-            task=decoding.task,
-            source=describe_source(source),
-            timings=Timings(inference=round(total, 3), total=round(total, 3)),
-        )
+        timings = Timings(inference=round(total, 3), total=round(total, 3))
+        return run.transcript(collector.results, stats.duration, describe_source(source), timings)
 
-    def _run(
-        self,
-        entry: LoadedEntry,
-        windows: Iterator[AudioWindow],
-        decoding: DecodingOptions,
-        priority: int,
-        cancel: threading.Event | None,
-        on_window: WindowCallback | None,
-        tracker: _Progress,
-    ) -> tuple[list[WindowResult], DecodingOptions]:
+    def _run(self, run: TranscriptRun, windows: Iterator[AudioWindow], collector: _Collector) -> None:
         """Submit windows as they are cut, keeping at most `in_flight_windows` outstanding."""
         outstanding: deque[Future[WindowResult]] = deque()
-        results: list[WindowResult] = []
-
-        def collect_one() -> None:
-            result = _wait(outstanding.popleft(), cancel)
-            results.append(result)
-            tracker.update(result)
-            if on_window is not None:
-                on_window(result)
-
         try:
             for window in windows:
-                if decoding.language is None:
-                    decoding = replace(decoding, language=_language(entry, window))
-                outstanding.extend(entry.batcher.submit([window], decoding, priority))
+                outstanding.extend(run.submit([window]))
                 while len(outstanding) >= self.in_flight_windows or (outstanding and outstanding[0].done()):
-                    collect_one()
-                _check_cancel(cancel)
+                    collector.collect(outstanding.popleft())
+                _check_cancel(collector.cancel)
             while outstanding:
-                collect_one()
+                collector.collect(outstanding.popleft())
         finally:
             for future in outstanding:
                 future.cancel()
-        return results, decoding
 
 
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
     if first is not None:
         yield first
         yield from rest
-
-
-def _language(entry: LoadedEntry, window: AudioWindow) -> str:
-    [(language, _)] = entry.engine.detect_languages([window])
-    return str(language)
 
 
 def _check_cancel(cancel: threading.Event | None) -> None:

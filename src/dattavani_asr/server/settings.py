@@ -34,9 +34,13 @@ class ServerSettings(BaseSettings):
     cache_dir: Path | None = None
     beam_size: int = Field(5, ge=1, le=16)
     stream_beam_size: int = Field(1, ge=1, le=16, description="beam size of live streams (greedy is cheapest)")
-    trim_encoder: bool = Field(
-        True, description="encode short windows without padding them to 30 s: about 2x faster on 10-s clips"
+    trim_encoder: bool | None = Field(
+        None,
+        description="encode short windows without padding them to 30 s (about 2x faster on 10-s clips); "
+        "unset: English-only models only (trimming cost multilingual models words)",
     )
+    fallback_models: list[str] = Field(default_factory=list, description="models tried in turn on weak windows")
+    min_confidence: float = Field(0.6, ge=0.0, le=1.0, description="windows under this go down the fallback chain")
     max_batch_size: int = Field(8, ge=1, le=64, description="speech windows per engine call")
     max_batch_wait_ms: float = Field(15.0, ge=0, description="how long a batch waits for more windows")
     max_pending_requests: int = Field(16, ge=1, description="synchronous requests in flight before 429")
@@ -57,7 +61,7 @@ class ServerSettings(BaseSettings):
     log_json: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("preload", "api_keys", "cors_origins", mode="before")
+    @field_validator("preload", "api_keys", "cors_origins", "fallback_models", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.lstrip().startswith("["):

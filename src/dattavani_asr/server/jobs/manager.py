@@ -350,7 +350,9 @@ class JobManager:
                 active.saved_at = now
                 self.store.set_progress(job.id, value)
 
-        request = TranscriptionRequest(**job.options["request"])
+        stored = dict(job.options["request"])
+        stored["fallback_models"] = tuple(stored.get("fallback_models", ()))
+        request = TranscriptionRequest(**stored)
         transcript = self.service.transcribe(
             path, request, priority=Priority.JOB, progress=progress, duration=duration, cancel=active.cancel
         )

@@ -76,6 +76,8 @@ def _parse(
         word_timestamps=words,
         beam_size=state.settings.beam_size,
         trim_encoder=state.settings.trim_encoder,
+        fallback_models=tuple(state.settings.fallback_models),
+        min_confidence=state.settings.min_confidence,
     )
     return AudioCall(request, response_format, granularities, "logprobs" in include, stream)
 

@@ -103,6 +103,9 @@ def _stored_options(state: ServerState, options: JobOptions) -> dict[str, Any]:
         "temperature": options.temperature,
         "word_timestamps": options.word_timestamps or "word" in options.timestamp_granularities,
         "beam_size": state.settings.beam_size,
+        "trim_encoder": state.settings.trim_encoder,
+        "fallback_models": list(state.settings.fallback_models),
+        "min_confidence": state.settings.min_confidence,
     }
     return {"request": request, "response_format": options.response_format}
 

@@ -27,7 +27,7 @@ def _ready_check(state: ServerState) -> None:
     with state.models.use(state.settings.default_model) as entry:
         from ...engine import AudioWindow
 
-        decoding = TranscriptionRequest(language="en").decoding()
+        decoding = TranscriptionRequest(language="en").options().decoding
         [future] = entry.batcher.submit([AudioWindow(0.0, noise)], decoding, 0)
         future.result(timeout=120)
 
