@@ -173,3 +173,22 @@ def test_planning_names_clashing_items_by_their_full_name(tmp_path: Path) -> Non
     planned, refused = plan_destinations([(items[2], sink)], ["txt"], taken)
     assert not planned and "/elsewhere/other.flac" in str(refused[0][1])
     assert Destination(items[0], sink, "talk").targets(["txt"]) == [str(tmp_path / "talk.txt")]
+
+
+@pytest.mark.base
+def test_batch_takes_the_options_transcribe_takes(tmp_path: Path) -> None:
+    shutil.copy(JFK, tmp_path / "jfk.flac")
+    out = tmp_path / "out"
+    (tmp_path / "dattavani-asr.toml").write_text('fallback_model = "base"\nmin_confidence = 1.0\n')
+    command = [*CLI, "batch", str(tmp_path / "jfk.flac"), "--output-dir", str(out), "-f", "json", "--word-timestamps"]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    segments = json.loads((out / "jfk.json").read_text())["segments"]
+    assert all(segment["words"] for segment in segments)
+    assert {segment["model"] for segment in segments} <= {"tiny.en", "base"}
+    (tmp_path / "dattavani-asr.toml").write_text('fallback_model = "no-such-model"\n')  # the file's chain is used
+    unknown = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert unknown.returncode == 7 and "no-such-model" in unknown.stderr
+    refused = subprocess.run([*CLI, "batch", str(tmp_path), "--task", "translate", "--output-dir", str(out)],
+                             check=False, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert refused.returncode == 8 and "English-only" in refused.stderr and "Traceback" not in refused.stderr

@@ -121,3 +121,11 @@ def test_inputs_differing_only_by_extension_do_not_overwrite(jfk_copy: Path) -> 
     assert sorted(p.name for p in folder.iterdir()) == ["jfk.flac.txt", "jfk.ogg.txt"]
     assert "country" in (folder / "jfk.flac.txt").read_text()
     assert "country" not in (folder / "jfk.ogg.txt").read_text()
+
+
+def test_messages_are_printed_as_they_are(capsys: pytest.CaptureFixture[str]) -> None:
+    """Rich markup must not eat brackets in install hints."""
+    from dattavani_asr.cli.common import say_error
+
+    say_error("base is not installed: pip install 'dattavani-asr[base]'")
+    assert "pip install 'dattavani-asr[base]'" in capsys.readouterr().err

@@ -252,7 +252,9 @@ def test_config_init(tmp_path: Path) -> None:
     target = tmp_path / CONFIG_FILENAME
     created = run_cli(["config", "init"], cwd=tmp_path)
     assert created.returncode == 0, created.stderr
-    assert target.read_text(encoding="utf-8") == template()
+    written = target.read_text(encoding="utf-8")
+    assert written.startswith(template()) and "\n[server]\n" in written
+    _check_init_file(tmp_path)
     target.write_text('model = "base"\n', encoding="utf-8")
 
     refused = run_cli(["config", "init"], cwd=tmp_path)
@@ -263,12 +265,38 @@ def test_config_init(tmp_path: Path) -> None:
 
     forced = run_cli(["config", "init", "--force"], cwd=tmp_path)
     assert forced.returncode == 0, forced.stderr
-    assert target.read_text(encoding="utf-8") == template()
+    assert target.read_text(encoding="utf-8") == written
     assert sorted(p.name for p in tmp_path.iterdir()) == [CONFIG_FILENAME]
 
 
+def _check_init_file(folder: Path) -> None:
+    """The written file holds every setting of every command, at its default, and is read back as such."""
+    from dattavani_asr.server.settings import ServerSettings, load_server_settings
+
+    data = tomllib.loads((folder / CONFIG_FILENAME).read_text(encoding="utf-8"))
+    assert set(data["server"]) <= set(ServerSettings.model_fields)
+    assert folder == Path.cwd()  # the file is found without --config
+    assert load_settings() == Settings()
+    assert load_server_settings() == ServerSettings()
+
+
+def test_server_table_is_read_by_serve_without_config_and_ignored_by_the_others(tmp_path: Path) -> None:
+    from dattavani_asr.server.settings import load_server_settings
+
+    _write_config(tmp_path, 'model = "base"\nbeam_size = 3\n[server]\nport = 9123\nbatch_size = 4\n')
+    assert (load_settings().model, load_settings().beam_size) == ("base", 3)  # tmp_path is the working dir
+    server = load_server_settings()
+    assert (server.port, server.batch_size, server.default_model) == (9123, 4, "tiny.en")
+    shown = run_cli(["config", "show"], cwd=tmp_path, env={})
+    assert shown.returncode == 0, shown.stderr
+    assert tomllib.loads(shown.stdout)["model"] == "base" and "server" not in tomllib.loads(shown.stdout)
+    _write_config(tmp_path, "[server]\nprot = 9123\n")
+    with pytest.raises(ConfigError, match="prot"):
+        load_server_settings()
+
+
 def test_trim_encoder_from_environment_reaches_the_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dattavani_asr.cli.transcribe_cmd import TranscribeJob
+    from dattavani_asr.cli.transcribe_job import TranscribeJob
 
     monkeypatch.setenv("DATTAVANI_TRIM_ENCODER", "true")
     settings = load_settings()

@@ -46,7 +46,7 @@ def manager(tmp_path_factory: pytest.TempPathFactory) -> ModelManager:
 def test_interactive_windows_run_before_job_windows(manager: ModelManager) -> None:
     with manager.use("tiny.en") as entry:
         recording = RecordingEngine(entry.engine)
-        batcher = DynamicBatcher(recording, max_batch=2, max_wait=0.0)
+        batcher = DynamicBatcher(recording, batch_size=2, batch_wait_ms=0)
         audio = decode_audio(JFK)
         blocker = batcher.submit([AudioWindow(99.0, audio)], ENGLISH, Priority.JOB)  # holds the engine
         time.sleep(0.1)
@@ -64,7 +64,7 @@ def test_windows_with_different_options_never_share_a_batch(manager: ModelManage
     with manager.use("tiny.en") as entry:
         recording = RecordingEngine(entry.engine)
         recording.gate.set()
-        batcher = DynamicBatcher(recording, max_batch=8, max_wait=0.2)
+        batcher = DynamicBatcher(recording, batch_size=8, batch_wait_ms=200)
         audio = decode_audio(JFK)
         greedy = DecodingOptions(language="en", beam_size=1)
         futures = batcher.submit([AudioWindow(1.0, audio)], ENGLISH, 0) + batcher.submit(
@@ -80,7 +80,7 @@ def test_partial_batches_stay_small_while_finals_batch_fully(manager: ModelManag
     """A final waits for the running batch: partial batches are capped so that wait stays short."""
     with manager.use("tiny.en") as entry:
         recording = RecordingEngine(entry.engine)
-        batcher = DynamicBatcher(recording, max_batch=8, max_wait=0.0)
+        batcher = DynamicBatcher(recording, batch_size=8, batch_wait_ms=0)
         audio = decode_audio(JFK)[: 4 * SAMPLE_RATE]
         blocker = batcher.submit([AudioWindow(99.0, audio)], ENGLISH, Priority.JOB)  # holds the engine
         time.sleep(0.1)
@@ -97,12 +97,12 @@ def test_partial_batches_stay_small_while_finals_batch_fully(manager: ModelManag
 
 
 def test_a_lone_partial_is_decoded_without_waiting_for_a_batch(manager: ModelManager) -> None:
-    """Partials are decoded one at a time, so waiting `max_wait` for companions only delays them;
+    """Partials are decoded one at a time, so waiting `batch_wait_ms` for companions only delays them;
     an interactive window still waits for windows that could share its batch."""
     with manager.use("tiny.en") as entry:
         recording = RecordingEngine(entry.engine)
         recording.gate.set()
-        batcher = DynamicBatcher(recording, max_batch=8, max_wait=1.0)
+        batcher = DynamicBatcher(recording, batch_size=8, batch_wait_ms=1000)
         audio = decode_audio(JFK)[: 2 * SAMPLE_RATE]
         started = time.perf_counter()
         batcher.submit([AudioWindow(1.0, audio)], ENGLISH, Priority.PARTIAL)[0].result(60)
@@ -174,10 +174,10 @@ def test_rate_limiter_refills() -> None:
 
 def test_settings_from_environment_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "server.toml"
-    config.write_text('[server]\nport = 9001\napi_keys = ["a"]\nmax_batch_size = 4\n')
+    config.write_text('[server]\nport = 9001\napi_keys = ["a"]\nbatch_size = 4\n')
     monkeypatch.setenv("DATTAVANI_SERVER_API_KEYS", "k1,k2")
-    settings = load_server_settings(config, max_batch_size=6)
-    assert (settings.port, settings.api_keys, settings.max_batch_size) == (9001, ["k1", "k2"], 6)
+    settings = load_server_settings(config, batch_size=6)
+    assert (settings.port, settings.api_keys, settings.batch_size) == (9001, ["k1", "k2"], 6)
     monkeypatch.setenv("DATTAVANI_SERVER_PORT", "not-a-port")
     with pytest.raises(Exception, match="port"):
         load_server_settings()
@@ -204,7 +204,7 @@ def test_trimmed_window_text_does_not_depend_on_batch_partners(manager: ModelMan
     with manager.use("tiny.en") as entry:
         recording = RecordingEngine(entry.engine)
         recording.gate.set()
-        batcher = DynamicBatcher(recording, max_batch=8, max_wait=0.3)
+        batcher = DynamicBatcher(recording, batch_size=8, batch_wait_ms=300)
         [alone] = batcher.submit([AudioWindow(0.0, clip)], trim, 0)
         alone_text = alone.result(60).decoded.text
         futures = batcher.submit([AudioWindow(0.0, clip), AudioWindow(1.0, np.concatenate([longer, longer]))], trim, 0)

@@ -23,8 +23,26 @@ from pydantic_settings import (
 )
 
 from .errors import ConfigError
+from .options import (
+    BATCH_SIZE,
+    BEAM_SIZE,
+    COMPUTE_TYPE,
+    CPU_THREADS,
+    DEVICE,
+    FALLBACK_MODEL,
+    HOTWORDS,
+    INITIAL_PROMPT,
+    LANGUAGE,
+    MIN_CONFIDENCE,
+    MODEL,
+    TASK,
+    TRIM_ENCODER,
+    VAD,
+    WORD_TIMESTAMPS,
+)
 
 CONFIG_FILENAME = "dattavani-asr.toml"
+SERVER_TABLE = "server"
 ENV_PREFIX = "DATTAVANI_"
 OPTIONAL_FIELDS = (
     "cache_dir", "language", "output_dir", "initial_prompt", "hotwords", "fallback_model", "trim_encoder",
@@ -45,30 +63,26 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
 
-    model: str = Field("tiny.en", description="registry name, model directory or hub repo id")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    compute_type: str = Field("auto", description="auto = int8 on CPU, float16 on GPU")
-    cpu_threads: int = Field(0, ge=0, description="0 = all cores")
+    model: str = MODEL.field()
+    device: Literal["auto", "cpu", "cuda"] = DEVICE.field()
+    compute_type: str = COMPUTE_TYPE.field()
+    cpu_threads: int = CPU_THREADS.field()
     cache_dir: Path | None = Field(None, description="where assembled/downloaded models live")
-    language: str | None = Field(None, description="ISO 639-1 code; none = detect")
-    task: Literal["transcribe", "translate"] = "transcribe"
-    beam_size: int = Field(5, ge=1, le=16)
-    batch_size: int = Field(8, ge=1, le=64)
+    language: str | None = LANGUAGE.field()
+    task: Literal["transcribe", "translate"] = TASK.field()
+    beam_size: int = BEAM_SIZE.field()
+    batch_size: int = BATCH_SIZE.field()
     formats: list[str] = Field(default_factory=lambda: ["txt"])
     output_dir: Path | str | None = Field(
         None, description="a folder, or for batch runs s3://bucket/prefix, gs://bucket/prefix or a Drive folder"
     )
-    word_timestamps: bool = False
-    trim_encoder: bool | None = Field(
-        None,
-        description="encode short windows without padding to 30 s (faster); unset: on in batch runs of "
-        "English-only models (measured same or better WER there), off otherwise",
-    )
-    vad: bool = True
-    initial_prompt: str | None = None
-    hotwords: str | None = None
-    fallback_model: str | None = None
-    min_confidence: float = Field(0.6, ge=0.0, le=1.0)
+    word_timestamps: bool = WORD_TIMESTAMPS.field()
+    trim_encoder: bool | None = TRIM_ENCODER.field()
+    vad: bool = VAD.field()
+    initial_prompt: str | None = INITIAL_PROMPT.field()
+    hotwords: str | None = HOTWORDS.field()
+    fallback_model: str | None = FALLBACK_MODEL.field()
+    min_confidence: float = MIN_CONFIDENCE.field()
     max_download_mb: int = Field(
         4096, ge=1, description="the most downloaded from an http(s) server that cannot serve byte ranges"
     )
@@ -110,6 +124,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
+    server = data.pop(SERVER_TABLE, {})  # `serve`'s settings (server.settings): not ours
+    if not isinstance(server, dict):
+        raise ConfigError(f"{path}: '{SERVER_TABLE}' must be a table ([{SERVER_TABLE}])")
     unknown = sorted(set(data) - set(Settings.model_fields))
     if unknown:
         known = ", ".join(Settings.model_fields)
@@ -158,12 +175,18 @@ def _describe(error: ValidationError, path: Path | None) -> str:
 def template() -> str:
     """A commented TOML file listing every key with its default."""
     lines = ["# Dattavani ASR configuration. Environment variables DATTAVANI_<KEY> override these.", ""]
-    for name, field in Settings.model_fields.items():
+    return "\n".join(lines + template_lines(Settings.model_fields)) + "\n"
+
+
+def template_lines(fields: dict[str, FieldInfo]) -> list[str]:
+    """`key = default` lines, each after its description; unset keys commented out."""
+    lines = []
+    for name, field in fields.items():
         if field.description:
             lines.append(f"# {field.description}")
         default = field.get_default(call_default_factory=True)
         lines.append(f"# {name} = {_toml_value(default)}" if default is None else f"{name} = {_toml_value(default)}")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _toml_value(value: Any) -> str:
@@ -171,6 +194,8 @@ def _toml_value(value: Any) -> str:
 
     if value is None:
         return '""'
+    if isinstance(value, Path):
+        value = str(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 
+from rich.markup import escape
+
 from ..errors import DattavaniError
 
 
 def main() -> None:
     """Entry point: run the typer app; turn any failure into a one-line message and exit code."""
-    from .app import app, console
+    from .app import app
+    from .common import console, say_error
 
     try:
         code = app(standalone_mode=False)
@@ -19,7 +22,7 @@ def main() -> None:
         console.print("[red]interrupted[/red]")
         sys.exit(130)
     except DattavaniError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        say_error(exc)
         sys.exit(exc.exit_code)
     except Exception as exc:
         import click
@@ -29,6 +32,8 @@ def main() -> None:
         if isinstance(exc, click.ClickException):
             exc.show()
             sys.exit(exc.exit_code)
-        console.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc} (set DATTAVANI_LOG_LEVEL=debug)")
+        console.print(
+            f"[red]internal error:[/red] {escape(f'{type(exc).__name__}: {exc}')} (set DATTAVANI_LOG_LEVEL=debug)"
+        )
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

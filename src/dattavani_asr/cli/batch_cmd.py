@@ -6,14 +6,31 @@ import time
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..batch import BatchConfig, BatchRun, BatchSummary
 from ..batch.jobs import FileJob
-from ..transcriber import Transcriber, make_options
 from ..writers import parse_formats
-from .app import ConfigOption, console, report, settings_for
+from .common import ConfigOption, console, options_from, report, settings_for, transcriber_from
+from .options import (
+    BatchSizeOption,
+    BeamSizeOption,
+    ComputeTypeOption,
+    CpuThreadsOption,
+    DeviceOption,
+    FallbackModelOption,
+    HotwordsOption,
+    InitialPromptOption,
+    LanguageOption,
+    MinConfidenceOption,
+    ModelOption,
+    TaskOption,
+    TrimEncoderOption,
+    VadOption,
+    WordTimestampsOption,
+)
 
 OutputDirOption = Annotated[
     str | None,
@@ -25,60 +42,49 @@ def batch(
     sources: Annotated[list[str], typer.Argument(help="Folders, globs, manifests (.txt/.csv/.jsonl) or URLs")],
     output_dir: OutputDirOption = None,
     output_format: Annotated[str | None, typer.Option("--format", "-f", help="txt,srt,vtt,json,tsv or all")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m")] = None,
-    language: Annotated[str | None, typer.Option("--language", "-l")] = None,
+    model: ModelOption = None,
+    language: LanguageOption = None,
+    task: TaskOption = None,
+    word_timestamps: WordTimestampsOption = None,
     pattern: Annotated[str | None, typer.Option(help="Only file names matching this glob, e.g. '*.mp3'")] = None,
     workers: Annotated[int, typer.Option(min=1, max=32, help="Decoder threads")] = 2,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Retry files that failed before")] = False,
     max_attempts: Annotated[int, typer.Option(min=1, help="Give up on a file after this many attempts")] = 3,
     file_timeout: Annotated[float | None, typer.Option(min=1.0, help="Seconds before a file is given up")] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1, max=64, help="Windows per engine batch")] = None,
-    beam_size: Annotated[int | None, typer.Option(min=1, max=16)] = None,
+    batch_size: BatchSizeOption = None,
+    beam_size: BeamSizeOption = None,
+    initial_prompt: InitialPromptOption = None,
+    hotwords: HotwordsOption = None,
+    vad: VadOption = None,
+    fallback_model: FallbackModelOption = None,
+    min_confidence: MinConfidenceOption = None,
+    device: DeviceOption = None,
+    compute_type: ComputeTypeOption = None,
+    cpu_threads: CpuThreadsOption = None,
     pack: Annotated[
         bool, typer.Option("--pack/--no-pack", help="Let short files share Whisper's 30-s windows (faster)")
     ] = True,
-    trim_encoder: Annotated[
-        bool | None,
-        typer.Option(
-            "--trim-encoder/--no-trim-encoder",
-            help="Encode short windows without padding to 30 s (default: English-only models)",
-        ),
-    ] = None,
+    trim_encoder: TrimEncoderOption = None,
     ray: Annotated[str | None, typer.Option("--ray", metavar="ADDRESS", help="local, auto or ray://host:10001")] = None,
     ray_replicas: Annotated[int | None, typer.Option(min=1, help="Engine replicas on the Ray cluster")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Transcribe many files; re-running the same command redoes nothing that is done."""
     settings = settings_for(
-        config, model=model, language=language, formats=output_format, output_dir=output_dir,
-        batch_size=batch_size, beam_size=beam_size, trim_encoder=trim_encoder,
+        config, model=model, language=language, task=task, word_timestamps=word_timestamps, formats=output_format,
+        output_dir=output_dir, batch_size=batch_size, beam_size=beam_size, initial_prompt=initial_prompt,
+        hotwords=hotwords, vad=vad, fallback_model=fallback_model, min_confidence=min_confidence, device=device,
+        compute_type=compute_type, cpu_threads=cpu_threads, trim_encoder=trim_encoder,
     )  # fmt: skip
     run_config = BatchConfig(
-        specs=sources,
-        formats=parse_formats(settings.formats),
-        output_dir=settings.output_dir,
-        pattern=pattern,
-        workers=workers,
-        retry_failed=retry_failed,
-        max_attempts=max_attempts,
-        file_timeout=file_timeout,
-        pack=pack,
-        ray_address=ray,
-        ray_replicas=ray_replicas,
-    )
-    transcriber = Transcriber(
-        settings.model, device=settings.device, compute_type=settings.compute_type, cache_dir=settings.cache_dir
-    )
-    options = make_options(
-        language=settings.language, task=settings.task, beam_size=settings.beam_size,
-        word_timestamps=settings.word_timestamps, vad=settings.vad, initial_prompt=settings.initial_prompt,
-        hotwords=settings.hotwords, batch_size=settings.batch_size,
-        trim_encoder=settings.trim_encoder,
+        specs=sources, formats=parse_formats(settings.formats), output_dir=settings.output_dir, pattern=pattern,
+        workers=workers, retry_failed=retry_failed, max_attempts=max_attempts, file_timeout=file_timeout, pack=pack,
+        ray_address=ray, ray_replicas=ray_replicas,
     )  # fmt: skip
-    run = BatchRun(run_config, transcriber, options)
+    run = BatchRun(run_config, transcriber_from(settings), options_from(settings))
     summary = _run_with_progress(run)
     _print_summary(summary)
-    report.print(f"[dim]summary: {run.summary_path}[/dim]", highlight=False)
+    report.print(f"[dim]summary: {escape(str(run.summary_path))}[/dim]", highlight=False)
     if summary.failed:
         raise typer.Exit(1)
 
@@ -103,10 +109,10 @@ def _run_with_progress(run: BatchRun) -> BatchSummary:
             speed = f"{summary.audio_seconds / 3600:.2f} h audio, RTF {rtf:.3f}"
             bar.update(task, total=total, completed=summary.done + summary.failed, audio=speed)
             if job is not None and job.error is not None:
-                console.print(f"[red]failed[/red] {job.item.uri}: {job.error}", highlight=False)
+                console.print(f"[red]failed[/red] {escape(f'{job.item.uri}: {job.error}')}", highlight=False)
 
         run.on_progress = update
-        run.on_unplanned = lambda name, error: console.print(f"[red]failed[/red] {name}: {error}", highlight=False)
+        run.on_unplanned = lambda name, error: console.print(f"[red]failed[/red] {escape(f'{name}: {error}')}")
         return run.run()
 
 
@@ -123,4 +129,4 @@ def _print_summary(summary: BatchSummary) -> None:
     )
     report.print(table)
     for failure in summary.failures:
-        report.print(f"failed: {failure['file']}: {failure['error']}: {failure['message']}", highlight=False)
+        report.print(escape(f"failed: {failure['file']}: {failure['error']}: {failure['message']}"), highlight=False)

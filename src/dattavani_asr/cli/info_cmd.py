@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..config import CONFIG_FILENAME, Settings, dump, template
 from ..errors import DattavaniError
-from .app import ConfigOption, console, fail, report, settings_for
+from .common import ConfigOption, console, fail, report, settings_for
 
 config_app = typer.Typer(help="Show or create the configuration file.", no_args_is_help=True)
 MIN_FREE_BYTES = 1 << 30
@@ -31,7 +32,7 @@ def formats() -> None:
     for item in results:
         case = item.case
         mark = "[green]yes[/green]" if item.ok else "[red]no[/red]"
-        table.add_row(case.name, case.container, case.codec, case.video or "", mark, item.detail)
+        table.add_row(case.name, case.container, case.codec, case.video or "", mark, escape(item.detail))
     report.print(table)
     report.print(
         f"PyAV {av.__version__} (FFmpeg {av.ffmpeg_version_info}): {len(av.formats_available)} containers, "
@@ -106,7 +107,7 @@ def health_check(config: ConfigOption = None) -> None:
     checks += [_check_disk(settings.cache_dir or default_cache_dir()), _check_disk(Path.cwd())]
     table = Table("check", "status", "detail")
     for check in checks:
-        table.add_row(check.name, "[green]ok[/green]" if check.ok else "[red]FAIL[/red]", check.detail)
+        table.add_row(check.name, "[green]ok[/green]" if check.ok else "[red]FAIL[/red]", escape(check.detail))
     report.print(table)
     if not all(check.ok for check in checks):
         raise typer.Exit(1)
@@ -126,5 +127,8 @@ def config_init(
     """Write a commented config file with every key and its default."""
     if path.exists() and not force:
         fail(f"{path} exists; use --force to overwrite")
-    path.write_text(template(), encoding="utf-8")
-    console.print(f"wrote {path}", highlight=False)
+    from ..server.settings import template as server_template
+
+    text = template() + "\n# Settings of `dattavani-asr serve` (DATTAVANI_SERVER_<KEY> overrides them).\n"
+    path.write_text(text + server_template(), encoding="utf-8")
+    console.print(f"wrote {escape(str(path))}", highlight=False)

@@ -6,10 +6,11 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .. import models
-from .app import ConfigOption, console, report, settings_for
+from .common import ConfigOption, console, report, settings_for
 
 app = typer.Typer(help="List, install, verify and locate models.", no_args_is_help=True)
 NameArgument = Annotated[str, typer.Argument(help="Registry name (tiny.en, base), model dir or hub repo id")]
@@ -24,7 +25,7 @@ def list_models(config: ConfigOption = None) -> None:
         state = models.status(name, cache)
         installed = "yes" if state.installed else ("installable" if state.available else "no")
         where = str(state.path) if state.path else spec.install_hint
-        table.add_row(name, installed, "yes" if spec.multilingual else "no", f"{spec.size / 1e6:.0f} MB", where)
+        table.add_row(name, installed, "yes" if spec.multilingual else "no", f"{spec.size / 1e6:.0f} MB", escape(where))
     report.print(table)
     report.print(f"Hub names ({', '.join(models.HUB_ALIASES)}) download when online.", highlight=False)
 
@@ -36,14 +37,14 @@ def install(name: NameArgument, config: ConfigOption = None) -> None:
     path = models.install(name, cache)
     if name in models.REGISTRY:
         models.verify(name, cache)
-    console.print(f"model {name} ready at {path}", highlight=False)
+    console.print(escape(f"model {name} ready at {path}"), highlight=False)
 
 
 @app.command()
 def verify(name: NameArgument, config: ConfigOption = None) -> None:
     """Check a registry model's size and sha256."""
     path = models.verify(name, settings_for(config).cache_dir)
-    console.print(f"[green]ok[/green] {name}: size and sha256 match ({path})", highlight=False)
+    console.print(f"[green]ok[/green] {escape(f'{name}: size and sha256 match ({path})')}", highlight=False)
 
 
 @app.command()

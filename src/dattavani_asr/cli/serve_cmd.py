@@ -7,18 +7,19 @@ from typing import Annotated
 
 import typer
 
-from .app import ConfigOption
+from .common import ConfigOption
+from .options import BatchSizeOption, ModelOption
 
 
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(min=0, max=65535, help="Port (default 8000)")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Job database, uploads and results")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Default model ('whisper-1' means it)")] = None,
+    model: ModelOption = None,  # the default model: what 'whisper-1' means
     preload: Annotated[str | None, typer.Option(help="Comma list of models to load at start-up")] = None,
     api_key: Annotated[list[str] | None, typer.Option("--api-key", help="Accepted Bearer key (repeatable)")] = None,
     job_workers: Annotated[int | None, typer.Option(min=1, help="Jobs transcribed at the same time")] = None,
-    max_batch_size: Annotated[int | None, typer.Option(min=1, max=64, help="Windows per engine batch")] = None,
+    batch_size: BatchSizeOption = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error")] = None,
     config: ConfigOption = None,
 ) -> None:
@@ -37,7 +38,7 @@ def serve(
         preload=preload,
         api_keys=api_key or None,
         job_workers=job_workers,
-        max_batch_size=max_batch_size,
+        batch_size=batch_size,
         log_level=log_level,
     )
     configure_logging(settings.log_level, settings.log_json)

@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import EmptyAudioError, InvalidOptionError, StreamError
 
@@ -117,7 +118,7 @@ class Printer:
             print(f"[{event['start']:7.2f} → {event['end']:7.2f}] {event['text']}", flush=True)
         if kind in ("lag", "error"):
             self.clear()
-            console.print(f"[yellow]{_describe(event)}[/yellow]", highlight=False)
+            console.print(f"[yellow]{escape(_describe(event))}[/yellow]", highlight=False)
 
     def clear(self) -> None:
         if self._partial_shown:

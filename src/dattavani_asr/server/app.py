@@ -30,7 +30,7 @@ def build_state(settings: ServerSettings) -> ServerState:
         on_load=lambda name, seconds: metrics.model_load_seconds.labels(name).set(seconds),
         on_batch=metrics.batch_observer,
     )
-    service = TranscriptionService(models_, in_flight_windows=max(2, settings.max_batch_size))
+    service = TranscriptionService(models_, in_flight_windows=max(2, settings.batch_size))
     state = ServerState(
         settings=settings,
         metrics=metrics,

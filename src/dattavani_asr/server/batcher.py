@@ -1,7 +1,7 @@
 """Cross-request dynamic batching: one thread per engine decodes windows from many callers at once.
 
 Callers submit speech windows with their decoding options and a priority; the batcher thread
-waits at most `max_wait` for a batch to fill, then decodes up to `max_batch` windows that share
+waits at most `batch_wait_ms` for a batch to fill, then decodes up to `batch_size` windows that share
 options (same model, task, language, beam...), most urgent priority first, oldest first.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 from ..engine import AudioWindow, WindowResult
 from ..engine.decoding import encoder_seconds
-from ..options import DecodingOptions
+from ..options import BATCH_SIZE, BATCH_WAIT_MS, DecodingOptions
 
 log = logging.getLogger(__name__)
 BatchObserver = Callable[[int, float], None]
@@ -59,11 +59,17 @@ class BatcherStopped(RuntimeError):
 class DynamicBatcher:
     """Batches windows of concurrent callers onto one WhisperEngine."""
 
-    def __init__(self, engine: Any, max_batch: int = 8, max_wait: float = 0.015, observer: BatchObserver | None = None):
+    def __init__(
+        self,
+        engine: Any,
+        batch_size: int = BATCH_SIZE.default,
+        batch_wait_ms: float = BATCH_WAIT_MS.default,
+        observer: BatchObserver | None = None,
+    ):
         self.engine = engine
-        self.max_batch = max_batch
-        self.max_partial_batch = min(max_batch, MAX_PARTIAL_BATCH)
-        self.max_wait = max_wait
+        self.batch_size = batch_size
+        self.partial_batch_size = min(batch_size, MAX_PARTIAL_BATCH)
+        self.batch_wait = batch_wait_ms / 1000
         self.observer = observer
         self._pending: list[_Item] = []
         self._condition = threading.Condition()
@@ -131,7 +137,7 @@ class DynamicBatcher:
         with self._condition:
             while not self._stopped and not self._pending:
                 self._condition.wait()
-            deadline = time.monotonic() + self.max_wait
+            deadline = time.monotonic() + self.batch_wait
             while not self._stopped and len(self._pending) < self._batch_size():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -144,17 +150,17 @@ class DynamicBatcher:
     def _batch_size(self) -> int:
         """How many windows the next batch may hold: a batch of partials needs no wait to fill."""
         urgent = min(self._pending)
-        return self.max_partial_batch if urgent.priority == Priority.PARTIAL else self.max_batch
+        return self.partial_batch_size if urgent.priority == Priority.PARTIAL else self.batch_size
 
     def _take(self) -> list[_Item]:
-        """The most urgent item and up to max_batch-1 others of its priority with the same options."""
+        """The most urgent item and up to batch_size-1 others of its priority with the same options."""
         self._pending = [item for item in self._pending if not item.future.cancelled()]
         if not self._pending:
             return []
         self._pending.sort()
         head = self._pending[0]
         key = _batch_key(head)
-        size = self.max_partial_batch if head.priority == Priority.PARTIAL else self.max_batch
+        size = self.partial_batch_size if head.priority == Priority.PARTIAL else self.batch_size
         # Less urgent windows never ride along: on a CPU each window adds ~80 % of its own cost.
         batch = [item for item in self._pending if item.priority == head.priority and _batch_key(item) == key][:size]
         chosen = {id(item) for item in batch}

@@ -118,7 +118,7 @@ class ModelManager:
         )
         engine = WhisperEngine(loaded)
         observer = self.on_batch(name) if self.on_batch else None
-        batcher = DynamicBatcher(engine, settings.max_batch_size, settings.max_batch_wait_ms / 1000, observer)
+        batcher = DynamicBatcher(engine, settings.batch_size, settings.batch_wait_ms, observer)
         if self.on_load is not None:
             self.on_load(name, time.perf_counter() - started)
         return LoadedEntry(name, engine, batcher)

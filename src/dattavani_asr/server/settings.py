@@ -10,8 +10,21 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from ..config import CommaListEnvSource
+from ..config import SERVER_TABLE, CommaListEnvSource, config_file, template_lines
 from ..errors import ConfigError
+from ..options import (
+    BATCH_SIZE,
+    BATCH_WAIT_MS,
+    BEAM_SIZE,
+    COMPUTE_TYPE,
+    CPU_THREADS,
+    DEVICE,
+    FALLBACK_MODEL,
+    MIN_CONFIDENCE,
+    MODEL,
+    STREAM_BEAM_SIZE,
+    TRIM_ENCODER,
+)
 
 ENV_PREFIX = "DATTAVANI_SERVER_"
 
@@ -24,25 +37,21 @@ class ServerSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     data_dir: Path = Field(Path("dattavani-data"), description="job database, uploads and results")
-    default_model: str = Field("tiny.en", description="what model 'whisper-1' (and no model) means")
+    default_model: str = MODEL.field()  # what 'whisper-1' (and no model) means
     preload: list[str] = Field(default_factory=list, description="models loaded at start-up")
     max_loaded_models: int = Field(2, ge=1)
     model_idle_seconds: float = Field(900.0, gt=0, description="unload a model unused this long")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    compute_type: str = "auto"
-    cpu_threads: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = DEVICE.field()
+    compute_type: str = COMPUTE_TYPE.field()
+    cpu_threads: int = CPU_THREADS.field()
     cache_dir: Path | None = None
-    beam_size: int = Field(5, ge=1, le=16)
-    stream_beam_size: int = Field(1, ge=1, le=16, description="beam size of live streams (greedy is cheapest)")
-    trim_encoder: bool | None = Field(
-        None,
-        description="encode short windows without padding them to 30 s (about 2x faster on 10-s clips); "
-        "unset: English-only models only (trimming cost multilingual models words)",
-    )
-    fallback_models: list[str] = Field(default_factory=list, description="models tried in turn on weak windows")
-    min_confidence: float = Field(0.6, ge=0.0, le=1.0, description="windows under this go down the fallback chain")
-    max_batch_size: int = Field(8, ge=1, le=64, description="speech windows per engine call")
-    max_batch_wait_ms: float = Field(15.0, ge=0, description="how long a batch waits for more windows")
+    beam_size: int = BEAM_SIZE.field()
+    stream_beam_size: int = STREAM_BEAM_SIZE.field()
+    trim_encoder: bool | None = TRIM_ENCODER.field()
+    fallback_model: str | None = FALLBACK_MODEL.field()
+    min_confidence: float = MIN_CONFIDENCE.field()
+    batch_size: int = BATCH_SIZE.field()
+    batch_wait_ms: float = BATCH_WAIT_MS.field()
     max_pending_requests: int = Field(16, ge=1, description="synchronous requests in flight before 429")
     request_workers: int = Field(16, ge=1, description="threads decoding audio of synchronous requests")
     job_workers: int = Field(1, ge=1, description="jobs transcribed at the same time")
@@ -61,7 +70,7 @@ class ServerSettings(BaseSettings):
     log_json: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("preload", "api_keys", "cors_origins", "fallback_models", mode="before")
+    @field_validator("preload", "api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.lstrip().startswith("["):
@@ -85,13 +94,15 @@ class ServerSettings(BaseSettings):
 
 
 def load_server_settings(config: Path | None = None, **overrides: Any) -> ServerSettings:
-    """Merge a TOML file's `[server]` table, the environment, and explicit overrides (None ignored)."""
+    """Merge the `[server]` table of the config file (`--config`, else ./dattavani-asr.toml), the
+    environment, and explicit overrides (None ignored)."""
+    path = config_file(config)
     file_values: dict[str, Any] = {}
-    if config is not None:
+    if path is not None:
         try:
-            file_values = dict(tomllib.loads(config.read_text(encoding="utf-8")).get("server", {}))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{config}: cannot read server settings ({exc})") from exc
+            file_values = dict(tomllib.loads(path.read_text(encoding="utf-8")).get(SERVER_TABLE, {}))
+        except (OSError, tomllib.TOMLDecodeError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: cannot read server settings ({exc})") from exc
     explicit = {key: value for key, value in overrides.items() if value is not None}
     from_env = {name for name in ServerSettings.model_fields if ENV_PREFIX + name.upper() in os.environ}
     layered = {key: value for key, value in file_values.items() if key not in from_env} | explicit
@@ -100,3 +111,8 @@ def load_server_settings(config: Path | None = None, **overrides: Any) -> Server
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"invalid server settings: {problems}") from exc
+
+
+def template() -> str:
+    """The `[server]` table of a config file: every service setting with its default."""
+    return "\n".join([f"[{SERVER_TABLE}]", *template_lines(ServerSettings.model_fields)]) + "\n"

@@ -15,6 +15,8 @@ from fastapi.responses import Response, StreamingResponse
 
 from ...engine import WindowResult
 from ...errors import DattavaniError, InvalidOptionError
+from ...options import INITIAL_PROMPT, LANGUAGE, TEMPERATURE, Option
+from ...transcriber import fallback_chain
 from ...transcript import Transcript
 from ..errors import APIError, from_core
 from ..responses import check_granularities, check_response_format, openai_response
@@ -76,7 +78,7 @@ def _parse(
         word_timestamps=words,
         beam_size=state.settings.beam_size,
         trim_encoder=state.settings.trim_encoder,
-        fallback_models=tuple(state.settings.fallback_models),
+        fallback_models=fallback_chain(state.settings.fallback_model),
         min_confidence=state.settings.min_confidence,
     )
     return AudioCall(request, response_format, granularities, "logprobs" in include, stream)
@@ -183,15 +185,26 @@ Granularities = Annotated[list[str], Form(alias="timestamp_granularities[]")]
 Include = Annotated[list[str], Form(alias="include[]")]
 
 
+def form(option: Option) -> Any:
+    """A form field with the declared range and help (`dattavani_asr.options`)."""
+    return Form(ge=option.ge, le=option.le, description=option.help)
+
+
+Model = Annotated[str | None, Form(description="a model this server offers; whisper-1 or none: its default model")]
+Language = Annotated[str | None, form(LANGUAGE)]
+Prompt = Annotated[str | None, form(INITIAL_PROMPT)]
+Temperature = Annotated[float, form(TEMPERATURE)]
+
+
 @router.post("/transcriptions", summary="Transcribe audio into the input language")
 async def transcriptions(
     request: Request,
     file: Annotated[UploadFile, File()],
-    model: Annotated[str | None, Form()] = None,
-    language: Annotated[str | None, Form()] = None,
-    prompt: Annotated[str | None, Form()] = None,
+    model: Model = None,
+    language: Language = LANGUAGE.default,
+    prompt: Prompt = INITIAL_PROMPT.default,
     response_format: Annotated[str, Form()] = "json",
-    temperature: Annotated[float, Form()] = 0.0,
+    temperature: Temperature = TEMPERATURE.default,
     timestamp_granularities: Granularities = [],  # noqa: B006 - FastAPI copies defaults
     include: Include = [],  # noqa: B006
     stream: Annotated[bool, Form()] = False,
@@ -218,10 +231,10 @@ async def transcriptions(
 async def translations(
     request: Request,
     file: Annotated[UploadFile, File()],
-    model: Annotated[str | None, Form()] = None,
-    prompt: Annotated[str | None, Form()] = None,
+    model: Model = None,
+    prompt: Prompt = INITIAL_PROMPT.default,
     response_format: Annotated[str, Form()] = "json",
-    temperature: Annotated[float, Form()] = 0.0,
+    temperature: Temperature = TEMPERATURE.default,
     timestamp_granularities: Granularities = [],  # noqa: B006
     stream: Annotated[bool, Form()] = False,
 ) -> Response:

@@ -9,6 +9,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
+from ...options import INITIAL_PROMPT, LANGUAGE, TASK, TEMPERATURE, WORD_TIMESTAMPS
+from ...transcriber import fallback_chain
 from ..errors import APIError
 from ..jobs import STATUSES, JobManager
 from ..responses import RESULT_FORMATS, result_response
@@ -29,13 +31,13 @@ class JobOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str | None = Field(None, description="fetch the audio from this http(s) URL (JSON or form)")
-    model: str | None = None
-    language: str | None = None
-    prompt: str | None = None
-    temperature: float = Field(0.0, ge=0.0, le=1.0)
-    task: Literal["transcribe", "translate"] = "transcribe"
+    model: str | None = Field(None, description="default: the server's default model")
+    language: str | None = LANGUAGE.field()
+    prompt: str | None = INITIAL_PROMPT.field()
+    temperature: float = TEMPERATURE.field()
+    task: Literal["transcribe", "translate"] = TASK.field()
     timestamp_granularities: list[Literal["word", "segment"]] = Field(default_factory=list)
-    word_timestamps: bool = False
+    word_timestamps: bool = WORD_TIMESTAMPS.field()
     response_format: str = Field("json", description=f"default result format: {', '.join(RESULT_FORMATS)}")
     webhook_url: str | None = Field(None, description="POSTed the job summary when the job finishes")
 
@@ -104,7 +106,7 @@ def _stored_options(state: ServerState, options: JobOptions) -> dict[str, Any]:
         "word_timestamps": options.word_timestamps or "word" in options.timestamp_granularities,
         "beam_size": state.settings.beam_size,
         "trim_encoder": state.settings.trim_encoder,
-        "fallback_models": list(state.settings.fallback_models),
+        "fallback_models": list(fallback_chain(state.settings.fallback_model)),
         "min_confidence": state.settings.min_confidence,
     }
     return {"request": request, "response_format": options.response_format}

@@ -14,7 +14,7 @@ import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from ...errors import DattavaniError, InvalidOptionError
-from ...options import DecodingOptions
+from ...options import LANGUAGE, MODEL, OPTIONS, TASK, DecodingOptions, Option
 from ..errors import APIError, from_core
 from ..state import ServerState
 from ..streaming import Event, PcmDecoder, StreamSession
@@ -48,9 +48,21 @@ class _Inbox:
         return len(chunks)
 
 
+# The transcription options a stream takes as query parameters (with `encoding` and `sample_rate`).
+STREAM_OPTIONS = tuple(option for option in OPTIONS.values() if "stream" in option.surfaces)
+
+
+def stream_option(params: dict[str, str], option: Option) -> str | None:
+    """A query parameter of a declared option: its value, checked against the declared choices."""
+    value = params.get(option.name_on("stream")) or None
+    if value is not None and option.choices and value not in option.choices:
+        raise InvalidOptionError(f"{option.name_on('stream')} must be one of {', '.join(option.choices)}")
+    return value
+
+
 def _decoding(state: ServerState, params: dict[str, str], multilingual: bool) -> DecodingOptions:
-    language = params.get("language") or (None if multilingual else "en")  # None: detected on the first speech
-    task = params.get("task", "transcribe")
+    language = stream_option(params, LANGUAGE) or (None if multilingual else "en")  # None: detected on first speech
+    task = stream_option(params, TASK) or TASK.default
     return DecodingOptions(task=task, language=language, beam_size=state.settings.stream_beam_size)
 
 
@@ -62,7 +74,7 @@ async def _refuse(websocket: WebSocket, error: APIError, close_code: int) -> Non
 def _open(state: ServerState, params: dict[str, str], stack: contextlib.ExitStack) -> tuple[StreamSession, PcmDecoder]:
     """Blocking: validate parameters, load the model (held until the session ends), make the session."""
     decoder = PcmDecoder(params.get("encoding", "pcm_s16le"), _rate(params.get("sample_rate", "16000")))
-    entry = stack.enter_context(state.models.use(params.get("model") or ""))
+    entry = stack.enter_context(state.models.use(stream_option(params, MODEL) or ""))
     decoding = _decoding(state, params, entry.engine.model.multilingual)
     entry.engine.check_options(decoding)
     session = StreamSession(entry.batcher, decoding)
