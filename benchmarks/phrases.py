@@ -38,7 +38,7 @@ def pause_cuts(audio: np.ndarray, min_pause: float) -> list[tuple[int, int]]:
     """Sample ranges of the pieces: cut in the middle of each pause of at least `min_pause` s."""
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-    from dattavani_asr.audio import SAMPLE_RATE
+    from dattavani_asr.audio.decode import SAMPLE_RATE
 
     options = VadOptions(min_silence_duration_ms=int(min_pause * 1000), speech_pad_ms=30)
     spans = get_speech_timestamps(audio, options, sampling_rate=SAMPLE_RATE)
@@ -98,7 +98,7 @@ def split_reference(reference: str, language: str, timed: list[tuple[str, float]
 
 
 def write_wav(path: Path, audio: np.ndarray) -> None:
-    from dattavani_asr.audio import SAMPLE_RATE
+    from dattavani_asr.audio.decode import SAMPLE_RATE
 
     pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
     with wave.open(str(path), "wb") as out:
@@ -110,7 +110,7 @@ def write_wav(path: Path, audio: np.ndarray) -> None:
 
 def cut_clip(clip: Any, transcriber: Any, folder: Path, min_pause: float) -> list[tuple[Path, str, float]]:
     """(wav path, reference, seconds) of each phrase of one manifest clip."""
-    from dattavani_asr.audio import SAMPLE_RATE, decode_audio
+    from dattavani_asr.audio.decode import SAMPLE_RATE, decode_audio
 
     audio = decode_audio(clip.path, channel=clip.channel)
     cuts = pause_cuts(audio, min_pause)

@@ -192,7 +192,7 @@ class ClipMaker:
         self.clips.append(Clip(path.name, str(path), len(samples) / SAMPLE_RATE, reference, origin))
 
     def take(self, recording: Recording) -> None:
-        from dattavani_asr.audio import decode_audio
+        from dattavani_asr.audio.decode import decode_audio
 
         audio = decode_audio(recording.path)
         seconds, args = len(audio) / SAMPLE_RATE, self.args

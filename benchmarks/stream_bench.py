@@ -46,9 +46,9 @@ import numpy as np
 import psutil
 
 from dattavani_asr import Transcriber
-from dattavani_asr.audio import SAMPLE_RATE, decode_audio
+from dattavani_asr.audio.decode import SAMPLE_RATE, decode_audio
+from dattavani_asr.cli.stream_client import StreamReport, percentile, stream_pcm
 from dattavani_asr.evaluation import word_error_rate
-from dattavani_asr.stream_client import StreamReport, percentile, stream_pcm
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAME = SAMPLE_RATE // 10  # 100-ms frames, as a microphone client sends

@@ -594,7 +594,7 @@ def concatenate(paths: list[str], repeats: int, dbfs: float | None = None) -> np
     """The decoded clips in order, `repeats` times over, with LONG_GAP_S of silence between clips."""
     import numpy as np
 
-    from dattavani_asr.audio import SAMPLE_RATE, decode_audio
+    from dattavani_asr.audio.decode import SAMPLE_RATE, decode_audio
 
     clips = [leveled(decode_audio(path), dbfs) for path in paths]
     gap = np.zeros(round(LONG_GAP_S * SAMPLE_RATE), dtype=np.float32)
@@ -606,8 +606,8 @@ def concatenate(paths: list[str], repeats: int, dbfs: float | None = None) -> np
 
 def long_recording(lang: str, clips: list[Item], args: argparse.Namespace, folder: Path) -> Item:
     """Write one language's long recording into `folder`; its reference is the clips' references joined."""
-    from dattavani_asr.audio import SAMPLE_RATE
-    from dattavani_asr.formats import FormatCase, encode_audio
+    from dattavani_asr.audio.decode import SAMPLE_RATE
+    from dattavani_asr.audio.formats import FormatCase, encode_audio
 
     samples = concatenate([clip.path for clip in clips], args.long_repeats, args.long_level)
     container, codec, sample_format = LONG_FORMATS[args.long_format]

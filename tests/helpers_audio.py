@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dattavani_asr.audio import SAMPLE_RATE, decode_audio
-from dattavani_asr.formats import FormatCase
+from dattavani_asr.audio.decode import SAMPLE_RATE, decode_audio
+from dattavani_asr.audio.formats import FormatCase
 
 DATA = Path(__file__).parent / "data"
 JFK = DATA / "misc" / "jfk.flac"

@@ -14,9 +14,9 @@ import numpy as np
 import psutil
 import pytest
 
-from dattavani_asr.audio import SAMPLE_RATE, AudioInfo, decode_audio, iter_audio, probe
-from dattavani_asr.errors import EmptyAudioError, InvalidOptionError
-from dattavani_asr.formats import encode_audio
+from dattavani_asr.audio.decode import SAMPLE_RATE, AudioInfo, decode_audio, iter_audio, probe
+from dattavani_asr.audio.formats import encode_audio
+from dattavani_asr.core.errors import EmptyAudioError, InvalidOptionError
 from helpers_audio import (
     EXTENSIONS,
     JFK,

@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dattavani_asr.audio import SAMPLE_RATE, decode_audio, iter_audio, probe
-from dattavani_asr.errors import (
+from dattavani_asr.audio.decode import SAMPLE_RATE, decode_audio, iter_audio, probe
+from dattavani_asr.audio.formats import encode_audio, encode_video_only
+from dattavani_asr.core.errors import (
     DattavaniError,
     EmptyAudioError,
     NoAudioStreamError,
     UndecodableAudioError,
     UnreadablePathError,
 )
-from dattavani_asr.formats import encode_audio, encode_video_only
-from dattavani_asr.writers import OUTPUT_SUBDIR
+from dattavani_asr.io.writers import OUTPUT_SUBDIR
 from helpers_audio import SPEECH_FORMATS, best_lag, envelope_correlation, jfk_reference, start_cli
 
 

@@ -32,13 +32,13 @@ from dattavani_asr.batch.packing import (
     unpack,
 )
 from dattavani_asr.batch.pipeline import WindowGate
-from dattavani_asr.engine.windows import AudioWindow, Decoded, RawSegment, WindowResult
+from dattavani_asr.core.options import DecodingOptions, VadOptions
+from dattavani_asr.core.transcript import Word
+from dattavani_asr.core.types import AudioWindow, Decoded, RawSegment, WindowResult
 from dattavani_asr.evaluation import word_error_rate
-from dattavani_asr.options import DecodingOptions, VadOptions
+from dattavani_asr.io.sources.base import SourceItem
+from dattavani_asr.io.sources.local import LocalSink, LocalSource
 from dattavani_asr.pipeline.run import trims_encoder
-from dattavani_asr.sources.base import SourceItem
-from dattavani_asr.sources.local import LocalSink, LocalSource
-from dattavani_asr.transcript import Word
 
 CLI = [sys.executable, "-c", "from dattavani_asr.cli import main; main()"]
 
@@ -141,7 +141,7 @@ def test_file_timeout_fails_only_the_slow_file(
 ) -> None:
     (archive / "broken.mp3").unlink()
     shutil.copy(JFK, archive / "stall.flac")
-    monkeypatch.setattr("dattavani_asr.sources._sources", lambda: [_StallingSource()])
+    monkeypatch.setattr("dattavani_asr.io.sources._sources", lambda: [_StallingSource()])
     summary = _run(tiny, [str(archive)], tmp_path / "out", file_timeout=2.0)
     assert summary.done == 6 and summary.failed == 1
     assert summary.failures[0]["error"] == "FileTimeoutError" and "stall.flac" in summary.failures[0]["file"]
@@ -253,7 +253,7 @@ def test_packed_runs_are_identical_whatever_the_workers_and_thread_timing(
         shutil.copy(clip, archive / f"again-{clip.name}")
     outputs = []
     for run, workers in enumerate((1, 4, 3)):
-        monkeypatch.setattr("dattavani_asr.sources._sources", lambda run=run: [_JitterSource(run)])
+        monkeypatch.setattr("dattavani_asr.io.sources._sources", lambda run=run: [_JitterSource(run)])
         out = tmp_path / f"out{run}"
         config = BatchConfig(specs=[str(archive)], formats=["txt", "srt"], output_dir=out, pack=True, workers=workers)
         summary = BatchRun(config, tiny, make_options()).run()
@@ -297,8 +297,8 @@ def test_gate_releases_job_by_job_and_bounds_what_it_holds() -> None:
 
 
 def _clip_windows(*names: str) -> list[AudioWindow]:
-    from dattavani_asr.audio import iter_audio
-    from dattavani_asr.chunking import speech_windows
+    from dattavani_asr.audio.decode import iter_audio
+    from dattavani_asr.audio.windows import speech_windows
 
     return [w for name in names for w in speech_windows(iter_audio(str(DATA / name)), VadOptions())]
 

@@ -16,8 +16,8 @@ from dattavani_asr import Transcriber, make_options
 from dattavani_asr.batch import BatchConfig, BatchRun
 from dattavani_asr.batch.outputs import Destination, mirror, plan_destinations
 from dattavani_asr.evaluation import normalize
-from dattavani_asr.sources.base import SourceItem
-from dattavani_asr.sources.local import LocalSink
+from dattavani_asr.io.sources.base import SourceItem
+from dattavani_asr.io.sources.local import LocalSink
 
 FLEURS_003 = DATA / "fleurs" / "fleurs-en-003.ogg"  # "the cabbage juice changes color ..."
 FLEURS_004 = DATA / "fleurs" / "fleurs-en-004.ogg"  # "many people don't think about them as dinosaurs ..."

@@ -110,8 +110,8 @@ def test_health_check_fails_truthfully_on_missing_model(tmp_path: Path) -> None:
 
 def test_inputs_differing_only_by_extension_do_not_overwrite(jfk_copy: Path) -> None:
     twin = jfk_copy.with_suffix(".ogg")
-    from dattavani_asr.audio import decode_audio
-    from dattavani_asr.formats import COMMON_FORMATS, encode_audio
+    from dattavani_asr.audio.decode import decode_audio
+    from dattavani_asr.audio.formats import COMMON_FORMATS, encode_audio
 
     opus = next(case for case in COMMON_FORMATS if case.name == "ogg (opus)")
     twin.write_bytes(encode_audio(decode_audio(JFK, end=4.0), 16000, opus))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dattavani_asr.config import CONFIG_FILENAME, Settings, dump, load_settings, template
-from dattavani_asr.errors import ConfigError
+from dattavani_asr.core.errors import ConfigError
 from helpers_audio import run_cli, start_cli
 
 FILE = """\

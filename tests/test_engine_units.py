@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import DATA
-from dattavani_asr.chunking import AudioStats, speech_windows
+from dattavani_asr.audio.vad import Span, fixed_windows, merge_spans, pad_windows
+from dattavani_asr.audio.windows import AudioStats, speech_windows
 from dattavani_asr.engine.segments import cut_repetition_loops
-from dattavani_asr.vad import Span, fixed_windows, merge_spans, pad_windows
 
 
 def test_repetition_loop_is_cut_to_one_copy() -> None:
@@ -64,7 +64,7 @@ def test_pad_windows_reaches_into_pauses_without_overlap_or_overflow() -> None:
 
 
 def test_equalize_speech_brings_spans_to_one_level_and_leaves_even_audio_alone() -> None:
-    from dattavani_asr.loudness import equalize_speech
+    from dattavani_asr.audio.loudness import equalize_speech
 
     sr = 16000
     rng = np.random.default_rng(0)
@@ -90,8 +90,8 @@ def test_merge_cuts_long_runs_at_the_widest_pause() -> None:
 
 
 def test_echoed_segment_squeezed_into_no_time_is_dropped() -> None:
+    from dattavani_asr.core.types import RawSegment
     from dattavani_asr.engine.segments import drop_echoes
-    from dattavani_asr.engine.windows import RawSegment
 
     said = RawSegment(1.02, 3.08, (), " And so my fellow Americans.")
     echo = RawSegment(3.08, 3.12, (), " And so my fellow Americans.")
@@ -112,9 +112,9 @@ def test_echoed_segment_squeezed_into_no_time_is_dropped() -> None:
 
 
 def test_trimmed_window_decodes_the_same_alone_or_batched(tiny: Any) -> None:
-    from dattavani_asr.audio import decode_audio
+    from dattavani_asr.audio.decode import decode_audio
+    from dattavani_asr.core.options import DecodingOptions
     from dattavani_asr.engine import AudioWindow
-    from dattavani_asr.options import DecodingOptions
 
     engine = tiny.engine()
     clip = AudioWindow(0.0, decode_audio(DATA / "fleurs" / "fleurs-en-001.ogg"))
@@ -128,7 +128,7 @@ def test_trimmed_window_decodes_the_same_alone_or_batched(tiny: Any) -> None:
 
 def test_batched_encoder_output_equals_each_window_encoded_alone(tiny: Any) -> None:
     """On a CPU a batch is encoded window by window (faster there); the output must not change."""
-    from dattavani_asr.audio import decode_audio
+    from dattavani_asr.audio.decode import decode_audio
     from dattavani_asr.engine import AudioWindow
     from dattavani_asr.engine.decoding import encode, window_features
 
@@ -141,9 +141,9 @@ def test_batched_encoder_output_equals_each_window_encoded_alone(tiny: Any) -> N
 
 
 def test_token_limit_follows_the_longest_window_and_the_prompt() -> None:
+    from dattavani_asr.core.options import DecodingOptions
     from dattavani_asr.engine import AudioWindow
     from dattavani_asr.engine.decoding import MAX_TEXT_TOKENS, MIN_TOKEN_LIMIT, token_limit
-    from dattavani_asr.options import DecodingOptions
 
     windows = [AudioWindow(0.0, np.zeros(16000 * seconds, np.float32)) for seconds in (2, 5)]
     assert token_limit(windows, DecodingOptions(), 4) == MAX_TEXT_TOKENS
@@ -153,9 +153,9 @@ def test_token_limit_follows_the_longest_window_and_the_prompt() -> None:
 
 def test_token_limit_ends_a_decode_early(tiny: Any) -> None:
     """The limit cuts the text where it is reached (a repetition loop stops there)."""
-    from dattavani_asr.audio import decode_audio
+    from dattavani_asr.audio.decode import decode_audio
+    from dattavani_asr.core.options import DecodingOptions
     from dattavani_asr.engine import AudioWindow
-    from dattavani_asr.options import DecodingOptions
 
     engine = tiny.engine()
     clip = AudioWindow(0.0, decode_audio(DATA / "fleurs" / "fleurs-en-002.ogg"))
@@ -169,7 +169,7 @@ def test_token_limit_ends_a_decode_early(tiny: Any) -> None:
 
 
 def test_fallback_slices_the_encoder_output_instead_of_encoding_again(tiny: Any) -> None:
-    from dattavani_asr.audio import decode_audio
+    from dattavani_asr.audio.decode import decode_audio
     from dattavani_asr.engine import AudioWindow
     from dattavani_asr.engine.decoding import _subset, encode, window_features
 
@@ -184,7 +184,7 @@ def test_fallback_slices_the_encoder_output_instead_of_encoding_again(tiny: Any)
 
 @pytest.mark.base
 def test_language_detection_on_trimmed_contexts_finds_each_clips_language(base: Any) -> None:
-    from dattavani_asr.audio import decode_audio
+    from dattavani_asr.audio.decode import decode_audio
     from dattavani_asr.engine import AudioWindow
 
     languages = ["de", "en", "es", "fr", "pt"]

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import dattavani_asr.audio
-from dattavani_asr.formats import COMMON_FORMATS, FormatCase, FormatCheck, check_formats
+import dattavani_asr.audio.decode
+from dattavani_asr.audio.formats import COMMON_FORMATS, FormatCase, FormatCheck, check_formats
 from helpers_audio import run_cli
 
 
@@ -55,7 +55,7 @@ def test_unavailable_formats_are_reported_not_raised() -> None:
 def test_a_decode_that_loses_the_tone_is_not_ok(
     fake: Callable[[object], np.ndarray], reason: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(dattavani_asr.audio, "decode_audio", fake)
+    monkeypatch.setattr(dattavani_asr.audio.decode, "decode_audio", fake)
     checks = check_formats(COMMON_FORMATS[:2])
     assert [item.ok for item in checks] == [False, False], reason
 

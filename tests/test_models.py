@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from dattavani_asr import models
-from dattavani_asr.errors import ModelError
+from dattavani_asr.core.errors import ModelError
 from fake_hub import FakeHub
 
 BASE_FILES = ["config.json", "model.bin", "tokenizer.json", "vocabulary.txt"]
@@ -32,7 +32,7 @@ CLI = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-c", "from datt
 RESOLVE = """
 import sys
 from pathlib import Path
-from dattavani_asr.errors import ModelError
+from dattavani_asr.core.errors import ModelError
 from dattavani_asr.models import resolve
 try:
     print(resolve(sys.argv[1], Path(sys.argv[2])))

@@ -1,4 +1,4 @@
-"""Every option is declared once (`dattavani_asr.options`): its CLI flags, settings, service settings, HTTP
+"""Every option is declared once (`dattavani_asr.core.options`): its CLI flags, settings, service settings, HTTP
 form fields and stream parameters must agree with that declaration in name, default and range."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from dattavani_asr.cli.app import app
 from dattavani_asr.config import Settings
-from dattavani_asr.options import OPTIONS, Option
+from dattavani_asr.core.options import OPTIONS, Option
 from dattavani_asr.server import ServerSettings, create_app
 from dattavani_asr.server.routers.jobs import JobOptions
 from dattavani_asr.server.routers.stream import STREAM_OPTIONS

@@ -13,12 +13,12 @@ import pytest
 
 from conftest import DATA
 from dattavani_asr import Transcriber, make_options
-from dattavani_asr.audio import SAMPLE_RATE, decode_audio
+from dattavani_asr.audio.decode import SAMPLE_RATE, decode_audio
+from dattavani_asr.audio.windows import speech_windows
 from dattavani_asr.batch.packing import build_pack, decode_packs, pack_limit, plan_packs, seam_doubts
-from dattavani_asr.chunking import speech_windows
-from dattavani_asr.engine.windows import AudioWindow, Decoded, RawSegment, WindowResult
-from dattavani_asr.options import VadOptions
-from dattavani_asr.transcript import Word
+from dattavani_asr.core.options import VadOptions
+from dattavani_asr.core.transcript import Word
+from dattavani_asr.core.types import AudioWindow, Decoded, RawSegment, WindowResult
 
 # English speech of the test set, in the order the clips are cut: (file, channel, end).
 SOURCES = [

@@ -25,14 +25,14 @@ import pytest
 import srt
 from fastapi.testclient import TestClient
 
-from dattavani_asr.audio import SAMPLE_RATE, decode_audio
-from dattavani_asr.formats import encode_video_only
-from dattavani_asr.retrying import RetryPolicy
+from dattavani_asr.audio.decode import SAMPLE_RATE, decode_audio
+from dattavani_asr.audio.formats import encode_video_only
+from dattavani_asr.core.transcript import Segment, Transcript
+from dattavani_asr.io.retrying import RetryPolicy
 from dattavani_asr.server import ServerSettings, create_app
 from dattavani_asr.server.jobs import download as download_module
 from dattavani_asr.server.jobs.store import JobStore, NewJob
 from dattavani_asr.server.webhooks import CircuitBreaker, Delivery, WebhookSender
-from dattavani_asr.transcript import Segment, Transcript
 from helpers_audio import cli_command, cli_env
 from http_server import serve_files
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from conftest import DATA, JFK, JFK_PHRASE
-from dattavani_asr.audio import SAMPLE_RATE, decode_audio
+from dattavani_asr.audio.decode import SAMPLE_RATE, decode_audio
+from dattavani_asr.core.options import DecodingOptions
 from dattavani_asr.engine import AudioWindow
-from dattavani_asr.options import DecodingOptions
-from dattavani_asr.server.batcher import DynamicBatcher, Priority
+from dattavani_asr.pipeline.scheduler import DynamicBatcher, Priority
 from dattavani_asr.server.errors import APIError
 from dattavani_asr.server.model_manager import ModelManager, ModelNotFoundError
 from dattavani_asr.server.security import RateLimiter, check_url_target

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from conftest import DATA, JFK
-from dattavani_asr.audio import SAMPLE_RATE, decode_audio
-from dattavani_asr.errors import UnreadablePathError
-from dattavani_asr.sources import source_for
-from dattavani_asr.sources.gdrive import DriveClient, DriveSink, DriveSource, drive_id
-from dattavani_asr.sources.http import HttpSource
+from dattavani_asr.audio.decode import SAMPLE_RATE, decode_audio
+from dattavani_asr.core.errors import UnreadablePathError
+from dattavani_asr.io.sources import source_for
+from dattavani_asr.io.sources.gdrive import DriveClient, DriveSink, DriveSource, drive_id
+from dattavani_asr.io.sources.http import HttpSource
 from fake_drive import FOLDER, FakeDrive, serve_drive
 
 pytest.importorskip("requests")
@@ -233,9 +233,9 @@ def test_batch_over_a_drive_folder_uploads_into_gen_transcript(tree: Tree, tiny:
 
 
 def test_output_dir_in_drive_mirrors_subfolders(tree: Tree, tmp_path: Path) -> None:
-    from dattavani_asr.errors import InvalidOptionError
-    from dattavani_asr.sources import SourceItem, output_sink
-    from dattavani_asr.sources.gdrive import DriveTreeSink
+    from dattavani_asr.core.errors import InvalidOptionError
+    from dattavani_asr.io.sources import SourceItem, output_sink
+    from dattavani_asr.io.sources.gdrive import DriveTreeSink
 
     outputs = tree.drive.add("Transcripts", None, FOLDER)
     sink = output_sink(f"https://drive.google.com/drive/folders/{outputs}")

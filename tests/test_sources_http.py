@@ -17,12 +17,12 @@ import pytest
 
 from conftest import DATA, JFK, JFK_PHRASE
 from dattavani_asr import Transcriber
-from dattavani_asr.audio import SAMPLE_RATE, decode_audio
-from dattavani_asr.errors import InvalidOptionError, UnreadablePathError
+from dattavani_asr.audio.decode import SAMPLE_RATE, decode_audio
+from dattavani_asr.core.errors import InvalidOptionError, UnreadablePathError
 from dattavani_asr.evaluation import normalize
-from dattavani_asr.retrying import BREAKER_FAILURES, RetryPolicy, retry_after_seconds
-from dattavani_asr.sources import source_for
-from dattavani_asr.sources.http import DEFAULT_BLOCK_SIZE, HttpSource
+from dattavani_asr.io.retrying import BREAKER_FAILURES, RetryPolicy, retry_after_seconds
+from dattavani_asr.io.sources import source_for
+from dattavani_asr.io.sources.http import DEFAULT_BLOCK_SIZE, HttpSource
 from http_server import FileServer, serve_files
 
 FLEURS = DATA / "fleurs" / "fleurs-en-000.ogg"
@@ -288,7 +288,7 @@ def test_default_sink_asks_for_output_dir() -> None:
 def test_batch_over_urls_needs_and_uses_output_dir(server: FileServer, tmp_path: Path) -> None:
     from dattavani_asr import Transcriber, make_options
     from dattavani_asr.batch import BatchConfig, BatchRun
-    from dattavani_asr.errors import InvalidOptionError
+    from dattavani_asr.core.errors import InvalidOptionError
     from dattavani_asr.evaluation import normalize
 
     urls = [f"{server.url}/audio/jfk.flac"]

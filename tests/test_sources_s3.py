@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from conftest import DATA, JFK
-from dattavani_asr.audio import SAMPLE_RATE, decode_audio
-from dattavani_asr.errors import UnreadablePathError
-from dattavani_asr.sources import source_for
-from dattavani_asr.sources.cloud import CloudSink, CloudSource
+from dattavani_asr.audio.decode import SAMPLE_RATE, decode_audio
+from dattavani_asr.core.errors import UnreadablePathError
+from dattavani_asr.io.sources import source_for
+from dattavani_asr.io.sources.cloud import CloudSink, CloudSource
 
 pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
@@ -152,7 +152,7 @@ def test_batch_over_an_s3_prefix_writes_beside_each_object(s3: Any, tmp_path: Pa
 def test_batch_writes_through_an_s3_output_dir(s3: Any, tmp_path: Path) -> None:
     from dattavani_asr import Transcriber, make_options
     from dattavani_asr.batch import BatchConfig, BatchRun
-    from dattavani_asr.errors import InvalidOptionError
+    from dattavani_asr.core.errors import InvalidOptionError
     from dattavani_asr.evaluation import normalize
 
     folder = tmp_path / "local" / "day1"

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from conftest import JFK, JFK_PHRASE
-from dattavani_asr.audio import decode_audio
+from dattavani_asr.audio.decode import decode_audio
+from dattavani_asr.cli.stream_client import StreamReport
 from dattavani_asr.cli.stream_cmd import local_server
 from dattavani_asr.evaluation import normalize
-from dattavani_asr.stream_client import StreamReport
 from helpers_audio import cli_command, cli_env
 
 

@@ -18,11 +18,11 @@ from starlette.websockets import WebSocketDisconnect
 
 from conftest import DATA, JFK, fleurs, load_manifest
 from dattavani_asr import Transcriber
-from dattavani_asr.audio import SAMPLE_RATE, decode_audio
+from dattavani_asr.audio.decode import SAMPLE_RATE, decode_audio
+from dattavani_asr.core.transcript import Word
 from dattavani_asr.evaluation import word_error_rate
+from dattavani_asr.pipeline.live import PcmDecoder, agreed_prefix
 from dattavani_asr.server import ServerSettings, create_app
-from dattavani_asr.server.streaming import PcmDecoder, agreed_prefix
-from dattavani_asr.transcript import Word
 
 JFK_REFERENCE = load_manifest()[0]["reference"]
 
@@ -153,7 +153,7 @@ def test_abrupt_disconnect_leaves_the_server_healthy(http: TestClient) -> None:
 def test_a_session_that_fails_says_so_and_closes(http: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """A failure inside a session (here a decode that raises) ends it with an `error` event and
     close code 1011, not a dropped connection; other sessions are unaffected."""
-    from dattavani_asr.server.streaming import StreamSession
+    from dattavani_asr.pipeline.live import StreamSession
 
     def broken_update(self: StreamSession, ending: bool = False) -> list[dict[str, Any]]:
         raise RuntimeError("decoder exploded")
@@ -216,9 +216,9 @@ def test_multilingual_stream_detects_language(http: TestClient) -> None:
 
 
 def test_buffer_stays_bounded_over_long_silence_and_speech(http: TestClient) -> None:
-    from dattavani_asr.options import DecodingOptions
-    from dattavani_asr.server.streaming import StreamSession
-    from dattavani_asr.vad import SILERO_FRAME
+    from dattavani_asr.audio.vad import SILERO_FRAME
+    from dattavani_asr.core.options import DecodingOptions
+    from dattavani_asr.pipeline.live import StreamSession
 
     state = http.app.state.server  # type: ignore[attr-defined]
     with state.models.use("tiny.en") as entry:
@@ -243,8 +243,8 @@ def test_buffer_stays_bounded_over_long_silence_and_speech(http: TestClient) -> 
 
 def test_a_decode_that_heard_the_pause_is_reused_for_the_final(http: TestClient) -> None:
     """Silero ends speech late; a decode whose last word ended well before its own end heard it all."""
-    from dattavani_asr.options import DecodingOptions
-    from dattavani_asr.server.streaming import StreamSession, _Hypothesis
+    from dattavani_asr.core.options import DecodingOptions
+    from dattavani_asr.pipeline.live import StreamSession, _Hypothesis
 
     state = http.app.state.server  # type: ignore[attr-defined]
     with state.models.use("tiny.en") as entry:
@@ -266,8 +266,8 @@ def test_a_decode_that_heard_the_pause_is_reused_for_the_final(http: TestClient)
 def test_a_quick_onset_partial_is_never_the_final(http: TestClient) -> None:
     """Partials of an utterance's first second are decoded in a 7.5-s encoder context, which
     misheard short windows ("However, however,"): a final decodes the utterance again."""
-    from dattavani_asr.options import DecodingOptions
-    from dattavani_asr.server.streaming import StreamSession, _Hypothesis
+    from dattavani_asr.core.options import DecodingOptions
+    from dattavani_asr.pipeline.live import StreamSession, _Hypothesis
 
     audio = decode_audio(JFK)[: round(2.6 * SAMPLE_RATE)]  # "And so my fellow Americans", then a pause
     state = http.app.state.server  # type: ignore[attr-defined]
@@ -291,10 +291,10 @@ def test_a_quick_onset_partial_is_never_the_final(http: TestClient) -> None:
 def test_a_decode_stopped_at_the_fall_of_silero_is_not_the_final(tiny: Transcriber) -> None:
     """JFK decoded up to the frame where Silero's score falls after "Americans" is heard as
     "America" (tiny.en, this clip); two frames later the word is whole."""
+    from dattavani_asr.audio.vad import StreamingVad
+    from dattavani_asr.core.options import DecodingOptions
     from dattavani_asr.engine import AudioWindow
-    from dattavani_asr.options import DecodingOptions
-    from dattavani_asr.server.streaming import AFTER_FALL_SECONDS, StreamPolicy
-    from dattavani_asr.vad import StreamingVad
+    from dattavani_asr.pipeline.live import AFTER_FALL_SECONDS, StreamPolicy
 
     policy = StreamPolicy()
     audio = decode_audio(JFK)
@@ -314,8 +314,8 @@ def test_a_decode_stopped_at_the_fall_of_silero_is_not_the_final(tiny: Transcrib
 def test_words_that_stop_before_silero_end_have_their_end_decoded_again(http: TestClient) -> None:
     """A final decoded after FLEURS en 002's context once ended "recorded by a board" (Silero heard
     speech 0.55 s past it): the last words are decoded again on their own ("by Lord Byron")."""
-    from dattavani_asr.options import DecodingOptions
-    from dattavani_asr.server.streaming import StreamSession
+    from dattavani_asr.core.options import DecodingOptions
+    from dattavani_asr.pipeline.live import StreamSession
 
     item = next(item for item in fleurs("en") if "lord byron" in item["reference"])
     audio = decode_audio(DATA / item["file"])
@@ -344,7 +344,7 @@ def _text_of(words: list[Word]) -> str:
 def test_a_collapsed_decode_never_replaces_the_words_a_partial_showed() -> None:
     """Greedy tiny.en decodes the whole FLEURS en 003 sentence as "Cab" on some windows; the
     temperature fallback then samples, and a sample can collapse the same way."""
-    from dattavani_asr.server.streaming import _collapsed
+    from dattavani_asr.pipeline.live import _collapsed
 
     fullest = [Word(21.2 + i, 21.8 + i, f" w{i}", 0.9) for i in range(8)]
     assert _collapsed([Word(24.9, 25.0, " Cab", 0.5)], fullest)
@@ -354,7 +354,7 @@ def test_a_collapsed_decode_never_replaces_the_words_a_partial_showed() -> None:
 
 
 def test_context_heard_again_is_not_repeated_even_cut_short() -> None:
-    from dattavani_asr.server.streaming import _same_word
+    from dattavani_asr.pipeline.live import _same_word
 
     assert _same_word("america", "americans") and _same_word("country", "country")
     assert not _same_word("ask", "asked") and not _same_word("the", "there") and not _same_word("can", "do")
@@ -367,8 +367,8 @@ def timed_words(text: str, start: float) -> list[Word]:
 def test_context_misheard_into_the_next_utterance_is_dropped(http: TestClient) -> None:
     """Given "...my fellow Americans" as context, tiny.en heard the short "Ask not!" after it as
     "And all my fellow Americans." (a final repeated the one before)."""
-    from dattavani_asr.options import DecodingOptions
-    from dattavani_asr.server.streaming import StreamSession
+    from dattavani_asr.core.options import DecodingOptions
+    from dattavani_asr.pipeline.live import StreamSession
 
     state = http.app.state.server  # type: ignore[attr-defined]
     with state.models.use("tiny.en") as entry:
@@ -387,8 +387,8 @@ def test_context_misheard_into_the_next_utterance_is_dropped(http: TestClient) -
 def test_partials_of_all_live_sessions_keep_room_for_finals(http: TestClient) -> None:
     """The step grows with the number of sessions sharing the engine: their partials together use
     at most PARTIAL_SHARE of it."""
-    from dattavani_asr.options import DecodingOptions
-    from dattavani_asr.server.streaming import PARTIAL_SHARE, StreamSession
+    from dattavani_asr.core.options import DecodingOptions
+    from dattavani_asr.pipeline.live import PARTIAL_SHARE, StreamSession
 
     class Engine:
         window_seconds = 0.3
@@ -410,9 +410,9 @@ def test_partials_follow_each_new_utterance_within_a_second(http: TestClient) ->
     """Given the end of the last final as context, Whisper often stops at that sentence's end and
     leaves the new speech out (JFK's "...for your country." then FLEURS clips, 0.4-s pauses); the
     session must then decode the new utterance alone rather than show nothing for seconds."""
-    from dattavani_asr.options import DecodingOptions, VadOptions
-    from dattavani_asr.server.streaming import StreamSession
-    from dattavani_asr.vad import speech_spans
+    from dattavani_asr.audio.vad import speech_spans
+    from dattavani_asr.core.options import DecodingOptions, VadOptions
+    from dattavani_asr.pipeline.live import StreamSession
 
     vad = VadOptions(min_speech_ms=150, min_silence_ms=100, speech_pad_ms=0)
     items = [item for item in fleurs("en") if item["file"].endswith(("002.ogg", "003.ogg"))]
@@ -448,7 +448,7 @@ def test_partials_follow_each_new_utterance_within_a_second(http: TestClient) ->
 def test_a_decoding_loop_keeps_one_copy() -> None:
     """Through Chromium's echo canceller tiny.en once decoded JFK's first sentence three and a half
     times ("And so my fellow Americans. And so my fellow Americans. ... And so my fellow Ask not!")."""
-    from dattavani_asr.server.streaming import _without_loops
+    from dattavani_asr.pipeline.live import _without_loops
 
     def text(words: list[Word]) -> str:
         return " ".join(word.word.strip() for word in words)

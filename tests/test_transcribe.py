@@ -133,7 +133,7 @@ def test_no_words_on_noise(tiny: Transcriber, vad: bool, level: float) -> None:
 
 
 def test_speech_after_long_silence_keeps_true_timestamps(tiny: Transcriber) -> None:
-    from dattavani_asr.audio import decode_audio
+    from dattavani_asr.audio.decode import decode_audio
 
     speech = decode_audio(JFK)
     audio = np.concatenate([_noise(75.0, 0.0005), speech, _noise(20.0, 0.0005)])
@@ -227,7 +227,7 @@ def test_quiet_speaker_next_to_a_loud_one_is_not_lost(tiny: Transcriber) -> None
 
     Without per-span loudness equalisation tiny.en hears only JFK here.
     """
-    from dattavani_asr.audio import decode_audio
+    from dattavani_asr.audio.decode import decode_audio
 
     gap = np.zeros(16000, dtype=np.float32)
     quiet = [decode_audio(DATA / "fleurs" / f"fleurs-en-00{i}.ogg") for i in (2, 3, 4)]
@@ -241,8 +241,8 @@ def test_quiet_speaker_next_to_a_loud_one_is_not_lost(tiny: Transcriber) -> None
 
 
 def test_speech_left_after_the_decoder_stops_is_decoded_again(tiny: Transcriber) -> None:
+    from dattavani_asr.core.types import AudioWindow, Decoded, RawSegment, WindowResult
     from dattavani_asr.engine.engine import untranscribed_tail
-    from dattavani_asr.engine.windows import AudioWindow, Decoded, RawSegment, WindowResult
 
     window = AudioWindow(100.0, np.ones(20 * 16000, dtype=np.float32))
     decoded = Decoded((), "", -0.2, 0.01, 1.2, 0.0)

@@ -12,9 +12,9 @@ import pytest
 
 from conftest import JFK, JFK_PHRASE
 from dattavani_asr.config import Settings
-from dattavani_asr.errors import InvalidOptionError, UnreadablePathError
+from dattavani_asr.core.errors import InvalidOptionError, UnreadablePathError
 from dattavani_asr.evaluation import normalize
-from dattavani_asr.sources.http import DEFAULT_MAX_DOWNLOAD_MB
+from dattavani_asr.io.sources.http import DEFAULT_MAX_DOWNLOAD_MB
 from helpers_audio import run_cli
 from http_server import FileServer, serve_files
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from conftest import DATA, JFK, fleurs
-from dattavani_asr.audio import SAMPLE_RATE, decode_audio
-from dattavani_asr.options import VadOptions
-from dattavani_asr.vad import SILERO_FRAME, Span, StreamingVad, speech_spans
+from dattavani_asr.audio.decode import SAMPLE_RATE, decode_audio
+from dattavani_asr.audio.vad import SILERO_FRAME, Span, StreamingVad, speech_spans
+from dattavani_asr.core.options import VadOptions
 
 LIVE = VadOptions(min_silence_ms=100, speech_pad_ms=50, min_speech_ms=150)
 

@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from playwright.sync_api import BrowserContext, Page, Playwright, Request, expect, sync_playwright
 
 from conftest import JFK, JFK_PHRASE, load_manifest
-from dattavani_asr.audio import SAMPLE_RATE, decode_audio
+from dattavani_asr.audio.decode import SAMPLE_RATE, decode_audio
 from dattavani_asr.evaluation import word_error_rate
 from dattavani_asr.server import ServerSettings, create_app
 

@@ -14,10 +14,10 @@ import pytest
 import srt
 import webvtt
 
-from dattavani_asr import writers
-from dattavani_asr.errors import InvalidOptionError, OutputError
-from dattavani_asr.transcript import Segment, Timings, Transcript, Word
-from dattavani_asr.writers import (
+from dattavani_asr.io import writers
+from dattavani_asr.core.errors import InvalidOptionError, OutputError
+from dattavani_asr.core.transcript import Segment, Timings, Transcript, Word
+from dattavani_asr.io.writers import (
     OUTPUT_SUBDIR,
     WRITERS,
     format_timestamp,

@@ -7,7 +7,7 @@
 Heavy libraries (CTranslate2, tokenizers, onnxruntime) load on first transcription, not here.
 """
 
-from .errors import (
+from .core.errors import (
     ConfigError,
     DattavaniError,
     EmptyAudioError,
@@ -19,9 +19,9 @@ from .errors import (
     UndecodableAudioError,
     UnreadablePathError,
 )
-from .options import DecodingOptions, TranscribeOptions, VadOptions
-from .transcriber import Transcriber, make_options
-from .transcript import Segment, Timings, Transcript, Word
+from .core.options import DecodingOptions, TranscribeOptions, VadOptions
+from .core.transcript import Segment, Timings, Transcript, Word
+from .pipeline.transcriber import Transcriber, make_options
 
 __version__ = "0.1.0"
 

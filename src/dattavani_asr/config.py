@@ -22,8 +22,8 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from .errors import ConfigError
-from .options import (
+from .core.errors import ConfigError
+from .core.options import (
     BATCH_SIZE,
     BEAM_SIZE,
     COMPUTE_TYPE,

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ModelError
+from .core.errors import ModelError
 
 log = logging.getLogger(__name__)
 

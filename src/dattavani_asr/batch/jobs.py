@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..chunking import AudioStats
-from ..sources.base import Sink, Source, SourceItem
+from ..audio.windows import AudioStats
+from ..io.sources.base import Sink, Source, SourceItem
 
 
 @dataclass

@@ -21,8 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
-from ..errors import OutputError
-from ..sources.base import Sink, SourceItem
+from ..core.errors import OutputError
+from ..io.sources.base import Sink, SourceItem
 
 
 @dataclass(frozen=True)

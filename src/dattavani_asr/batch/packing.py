@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from ..audio import SAMPLE_RATE
-from ..engine.decoding import compression_ratio, is_silence
-from ..engine.windows import AudioWindow, RawSegment, WindowResult
-from ..loudness import equalize_speech
-from ..options import DecodingOptions
-from ..transcript import Word
-from ..vad import Span
+from ..audio.decode import SAMPLE_RATE
+from ..audio.loudness import equalize_speech
+from ..audio.vad import Span
+from ..core.options import DecodingOptions
+from ..core.transcript import Word
+from ..core.types import AudioWindow, RawSegment, WindowResult
+from ..engine import compression_ratio, is_silence
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from ..audio import iter_audio
-from ..chunking import speech_windows
-from ..errors import DattavaniError
-from ..options import TranscribeOptions
+from ..audio.decode import iter_audio
+from ..audio.windows import speech_windows
+from ..core.errors import DattavaniError
+from ..core.options import TranscribeOptions
 from .jobs import EndMessage, FileJob, WindowMessage
 from .packing import build_pack, decode_packs, fits, pack_limit
 

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..engine.windows import AudioWindow, WindowResult
-from ..errors import DattavaniError, InvalidOptionError
-from ..options import DecodingOptions
-from ..transcriber import Transcriber
+from ..core.errors import DattavaniError, InvalidOptionError
+from ..core.options import DecodingOptions
+from ..core.types import AudioWindow, WindowResult
+from ..pipeline.transcriber import Transcriber
 
 log = logging.getLogger(__name__)
 

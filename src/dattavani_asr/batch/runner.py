@@ -11,13 +11,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import DattavaniError
-from ..options import TranscribeOptions
+from ..core.errors import DattavaniError
+from ..core.options import TranscribeOptions
+from ..core.transcript import Timings, Transcript
+from ..io.sources import Sink, Source, SourceItem, expand_all, output_sink
+from ..io.writers import OUTPUT_SUBDIR, render, write_text_atomic
 from ..pipeline.run import EngineDecoder, TranscriptRun, WindowDecoder, decoding_for
-from ..sources import Sink, Source, SourceItem, expand_all, output_sink
-from ..transcriber import Transcriber, check_not_empty
-from ..transcript import Timings, Transcript
-from ..writers import OUTPUT_SUBDIR, render, write_text_atomic
+from ..pipeline.transcriber import Transcriber, check_not_empty
 from .jobs import FileJob
 from .outputs import Destination, mirror, plan_destinations
 from .pipeline import run_pipeline

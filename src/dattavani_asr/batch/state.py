@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..sources.base import SourceItem
+from ..io.sources.base import SourceItem
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (

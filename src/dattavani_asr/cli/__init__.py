@@ -6,7 +6,7 @@ import sys
 
 from rich.markup import escape
 
-from ..errors import DattavaniError
+from ..core.errors import DattavaniError
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ..batch import BatchConfig, BatchRun, BatchSummary
 from ..batch.jobs import FileJob
-from ..writers import parse_formats
+from ..io.writers import parse_formats
 from .common import ConfigOption, console, options_from, report, settings_for, transcriber_from
 from .options import (
     BatchSizeOption,

@@ -14,8 +14,8 @@ from rich.markup import escape
 from ..config import Settings, load_settings
 
 if TYPE_CHECKING:
-    from ..options import TranscribeOptions
-    from ..transcriber import Transcriber
+    from ..core.options import TranscribeOptions
+    from ..pipeline.transcriber import Transcriber
 
 console = Console(stderr=True, soft_wrap=True)
 report = Console(soft_wrap=True)  # tables meant to be read or piped go to stdout
@@ -45,7 +45,7 @@ def fail(message: str, code: int = 1) -> None:
 
 def transcriber_from(settings: Settings) -> Transcriber:
     """The model (and engine settings) the settings name; nothing loads until first use."""
-    from ..transcriber import Transcriber
+    from ..pipeline.transcriber import Transcriber
 
     return Transcriber(
         settings.model,
@@ -58,7 +58,7 @@ def transcriber_from(settings: Settings) -> Transcriber:
 
 def options_from(settings: Settings, **per_call: Any) -> TranscribeOptions:
     """The transcription options the settings hold, plus those of one call (a clip range, a channel)."""
-    from ..transcriber import make_options
+    from ..pipeline.transcriber import make_options
 
     return make_options(
         language=settings.language,

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..config import CONFIG_FILENAME, Settings, dump, template
-from ..errors import DattavaniError
+from ..core.errors import DattavaniError
 from .common import ConfigOption, console, fail, report, settings_for
 
 config_app = typer.Typer(help="Show or create the configuration file.", no_args_is_help=True)
@@ -25,7 +25,7 @@ def formats() -> None:
     """Encode a tone in common formats and decode it back: what really decodes here."""
     import av
 
-    from ..formats import check_formats
+    from ..audio.formats import check_formats
 
     table = Table("format", "container", "codec", "video", "decodes", "detail")
     results = check_formats()
@@ -51,7 +51,7 @@ class Check:
 
 
 def _check_model(settings: Settings) -> tuple[Check, Check]:
-    from ..engine.loader import load_model
+    from ..engine import load_model
 
     try:
         started = time.perf_counter()
@@ -69,9 +69,9 @@ def _check_model(settings: Settings) -> tuple[Check, Check]:
 def _check_decode_and_inference(settings: Settings) -> Check:
     import numpy as np
 
-    from ..audio import SAMPLE_RATE, decode_audio
-    from ..formats import COMMON_FORMATS, encode_audio
-    from ..transcriber import Transcriber, make_options
+    from ..audio.decode import SAMPLE_RATE, decode_audio
+    from ..audio.formats import COMMON_FORMATS, encode_audio
+    from ..pipeline.transcriber import Transcriber, make_options
 
     tone = (0.2 * np.sin(2 * np.pi * 300 * np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE)).astype(np.float32)
     try:

@@ -1,4 +1,4 @@
-"""Command-line options made from the one declaration of each option (`dattavani_asr.options`)."""
+"""Command-line options made from the one declaration of each option (`dattavani_asr.core.options`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..options import (
+from ..core.options import (
     BATCH_SIZE,
     BEAM_SIZE,
     COMPUTE_TYPE,

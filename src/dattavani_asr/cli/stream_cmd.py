@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..errors import EmptyAudioError, InvalidOptionError, StreamError
+from ..core.errors import EmptyAudioError, InvalidOptionError, StreamError
 
 FRAME_SECONDS = 0.1
 BYTES_PER_SAMPLE = {"pcm_s16le": 2, "pcm_f32le": 4}
@@ -76,7 +76,7 @@ def file_chunks(path: Path) -> list[Chunk]:
     """A file decoded (now, so a bad file fails before anything starts) to 16-kHz s16le 100-ms frames."""
     import numpy as np
 
-    from ..audio import SAMPLE_RATE, decode_audio
+    from ..audio.decode import SAMPLE_RATE, decode_audio
 
     audio = decode_audio(path)
     pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
@@ -182,7 +182,7 @@ def stream(
     as_json: Annotated[bool, typer.Option("--json", help="Print every event as a JSON line")] = False,
 ) -> None:
     """Transcribe live: finals on stdout as they are committed, then latency statistics on stderr."""
-    from ..stream_client import stream_pcm
+    from .stream_client import stream_pcm
 
     chunks, rate, encoding = _chunks(source, sample_rate, encoding)
     params = {"model": model, "language": language, "sample_rate": str(rate), "encoding": encoding}

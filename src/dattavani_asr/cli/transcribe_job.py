@@ -12,11 +12,11 @@ from typing import IO
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..audio import probe
+from ..audio.decode import probe
 from ..config import Settings
-from ..errors import DattavaniError, InvalidOptionError
-from ..transcript import Transcript
-from ..writers import output_path, parse_formats, write_atomic, write_stdout
+from ..core.errors import DattavaniError, InvalidOptionError
+from ..core.transcript import Transcript
+from ..io.writers import output_path, parse_formats, write_atomic, write_stdout
 from .common import console, options_from, say_error, transcriber_from
 
 PROGRESS_MIN_SECONDS = 60.0
@@ -37,7 +37,7 @@ def parse_inputs(specs: list[str]) -> list[Input]:
     inputs: dict[str, Input] = {}
     for spec in specs:
         if spec.lower().startswith(URL_SCHEMES):
-            from ..sources.http import url_name  # httpx is imported only when a URL is given
+            from ..io.sources.http import url_name  # httpx is imported only when a URL is given
 
             inputs.setdefault(spec, Input(spec, Path(url_name(spec)), is_url=True))
         else:
@@ -132,7 +132,7 @@ class TranscribeJob:
 
     def _transcribe_url(self, url: str) -> Transcript:
         """Read in byte ranges where the server allows, else downloaded to an anonymous temp file."""
-        from ..sources.http import HttpSource
+        from ..io.sources.http import HttpSource
 
         source = HttpSource(max_download=self.settings.max_download_mb << 20)
         [item] = list(source.expand(url, None))

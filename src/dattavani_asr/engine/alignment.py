@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from ..transcript import Word
+from ..core.transcript import Word
+from ..core.types import AudioWindow, RawSegment
 from .loader import LoadedModel
 from .segments import ONSET_TOLERANCE
-from .windows import AudioWindow, RawSegment
 
 FRAMES_PER_SECOND = 50  # encoder frames: 16 kHz / hop 160 / stride 2
 MEL_FRAMES_PER_SECOND = 100

@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from ..audio import SAMPLE_RATE
-from ..options import DecodingOptions
+from ..audio.decode import SAMPLE_RATE
+from ..core.options import DecodingOptions
+from ..core.types import AudioWindow, Decoded
 from .loader import LoadedModel
-from .windows import AudioWindow, Decoded
 
 WINDOW_SAMPLES = 30 * SAMPLE_RATE
 TRIM_MARGIN_SECONDS = 5.0

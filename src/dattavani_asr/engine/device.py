@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import InvalidOptionError
+from ..core.errors import InvalidOptionError
 
 DEVICES = ("auto", "cpu", "cuda")
 

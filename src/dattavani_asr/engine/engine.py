@@ -6,9 +6,10 @@ from collections import defaultdict
 from dataclasses import replace
 from typing import Any
 
-from ..audio import SAMPLE_RATE
-from ..errors import InvalidOptionError
-from ..options import TASKS, DecodingOptions
+from ..audio.decode import SAMPLE_RATE
+from ..core.errors import InvalidOptionError
+from ..core.options import TASKS, DecodingOptions
+from ..core.types import AudioWindow, RawSegment, WindowResult
 from .alignment import add_words, align_text, with_confidences
 from .decoding import (
     build_prompt,
@@ -23,7 +24,6 @@ from .decoding import (
 )
 from .loader import LoadedModel
 from .segments import split_segments
-from .windows import AudioWindow, RawSegment, WindowResult
 
 MAX_TAIL_ROUNDS = 2
 TAIL_RETRY_SECONDS = 2.0

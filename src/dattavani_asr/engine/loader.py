@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError
+from ..core.errors import ModelError
 from ..models import resolve
 from .device import resolve_compute_type, resolve_device
 

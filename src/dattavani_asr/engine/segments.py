@@ -5,8 +5,8 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from ..core.types import AudioWindow, RawSegment
 from .decoding import TIME_PRECISION
-from .windows import AudioWindow, RawSegment
 
 ONSET_TOLERANCE = 0.5  # Silero can hear an onset late, so only clearly-early starts are moved
 MIN_LOOP_REPEATS = 4

@@ -22,9 +22,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from ..core.options import DecodingOptions, TranscribeOptions
+from ..core.transcript import Segment, Timings, Transcript
 from ..engine import AudioWindow, WindowResult
-from ..options import DecodingOptions, TranscribeOptions
-from ..transcript import Segment, Timings, Transcript
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import errors as core
+from ..core import errors as core
 
 # Our typed errors, mapped onto HTTP: what the caller sent is wrong (4xx) or we failed (5xx).
 STATUS_BY_ERROR: tuple[tuple[type[core.DattavaniError], int, str], ...] = (

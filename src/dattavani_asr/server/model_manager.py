@@ -10,9 +10,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InvalidOptionError
+from ..core.errors import InvalidOptionError
 from ..models import HUB_ALIASES, REGISTRY
-from .batcher import BatchObserver, DynamicBatcher
+from ..pipeline.scheduler import BatchObserver, DynamicBatcher
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class ModelManager:
         return evicted
 
     def _unload(self, entry: LoadedEntry) -> None:
-        from ..engine.loader import unload_model
+        from ..engine import unload_model
 
         entry.batcher.stop()
         unload_model(entry.engine.model)

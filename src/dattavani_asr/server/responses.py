@@ -7,9 +7,9 @@ from typing import Any
 
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from ..errors import InvalidOptionError
-from ..transcript import Transcript
-from ..writers import WRITERS, render
+from ..core.errors import InvalidOptionError
+from ..core.transcript import Transcript
+from ..io.writers import WRITERS, render
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("word", "segment")

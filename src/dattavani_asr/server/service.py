@@ -11,16 +11,16 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import IO, Any, cast
 
-from ..audio import AudioSource, describe_source, iter_audio
-from ..chunking import AudioStats, speech_windows
+from ..audio.decode import AudioSource, describe_source, iter_audio
+from ..audio.windows import AudioStats, speech_windows
+from ..core.errors import DattavaniError, EmptyAudioError, InvalidOptionError
+from ..core.options import DecodingOptions, TranscribeOptions, VadOptions
+from ..core.transcript import Timings, Transcript
 from ..engine import AudioWindow, WindowResult
-from ..errors import DattavaniError, EmptyAudioError, InvalidOptionError
-from ..options import DecodingOptions, TranscribeOptions, VadOptions
 from ..pipeline.run import TranscriptRun
-from ..transcriber import check_not_empty
-from ..transcript import Timings, Transcript
-from .batcher import Priority
-from .model_manager import LoadedEntry, ModelManager
+from ..pipeline.scheduler import Priority, ScheduledDecoder
+from ..pipeline.transcriber import check_not_empty
+from .model_manager import ModelManager
 
 WindowCallback = Callable[[WindowResult], None]
 
@@ -76,32 +76,6 @@ class _Progress:
             self.callback(min(1.0, result.window.end / self.duration))
 
 
-class ScheduledDecoder:
-    """A WindowDecoder over a loaded model's scheduler: windows share batches with other callers'."""
-
-    def __init__(self, entry: LoadedEntry, priority: int) -> None:
-        self.entry = entry
-        self.priority = priority
-
-    @property
-    def name(self) -> str:
-        return self.entry.name
-
-    @property
-    def multilingual(self) -> bool:
-        return bool(self.entry.engine.multilingual)
-
-    def check(self, options: DecodingOptions) -> None:
-        self.entry.engine.check_options(options)
-
-    def detect(self, window: AudioWindow) -> tuple[str, float]:
-        [(language, probability)] = self.entry.engine.detect_languages([window])
-        return str(language), float(probability)
-
-    def submit(self, windows: list[AudioWindow], options: DecodingOptions) -> list[Future[WindowResult]]:
-        return self.entry.batcher.submit(windows, options, self.priority)
-
-
 @dataclass
 class _Collector:
     """Results in window order, with the fallback chain applied as each one comes back."""
@@ -147,7 +121,8 @@ class TranscriptionService:
         options = request.options()
         with contextlib.ExitStack() as stack:
             names = (request.model or "", *request.fallback_models)
-            chain = [ScheduledDecoder(stack.enter_context(self.models.use(name)), priority) for name in names]
+            entries = [stack.enter_context(self.models.use(name)) for name in names]
+            chain = [ScheduledDecoder(entry.batcher, priority) for entry in entries]
             run = TranscriptRun(chain, options)
             run.check()
             windows = speech_windows(_chain(first, blocks), options.vad, stats=stats)

@@ -11,8 +11,8 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ..config import SERVER_TABLE, CommaListEnvSource, config_file, template_lines
-from ..errors import ConfigError
-from ..options import (
+from ..core.errors import ConfigError
+from ..core.options import (
     BATCH_SIZE,
     BATCH_WAIT_MS,
     BEAM_SIZE,

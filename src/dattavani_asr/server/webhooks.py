@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from ..retrying import CircuitBreaker
+from ..io.retrying import CircuitBreaker
 from .errors import APIError
 from .security import check_url_target
 

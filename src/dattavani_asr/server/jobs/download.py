@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from ...retrying import (
+from ...io.retrying import (
     DEFAULT_POLICY,
     CircuitOpenError,
     RetryPolicy,

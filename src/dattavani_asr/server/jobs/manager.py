@@ -21,10 +21,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
-from ...errors import ConfigError, DattavaniError, EmptyAudioError
-from ...transcript import Transcript
-from ...writers import write_text_atomic
-from ..batcher import Priority
+from ...core.errors import ConfigError, DattavaniError, EmptyAudioError
+from ...core.transcript import Transcript
+from ...io.writers import write_text_atomic
+from ...pipeline.scheduler import Priority
 from ..errors import APIError, busy, from_core
 from ..metrics import Metrics
 from ..service import CancelledError, TranscriptionRequest, TranscriptionService
@@ -57,7 +57,7 @@ def new_job_id() -> str:
 
 def check_audio(path: Path) -> float | None:
     """Probe an upload and decode its first seconds; raises the typed decode error. Returns its duration."""
-    from ...audio import iter_audio, probe
+    from ...audio.decode import iter_audio, probe
 
     info = probe(path)
     blocks = iter_audio(path, block_seconds=5.0)

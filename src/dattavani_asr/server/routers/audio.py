@@ -13,11 +13,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 
+from ...core.errors import DattavaniError, InvalidOptionError
+from ...core.options import INITIAL_PROMPT, LANGUAGE, TEMPERATURE, Option
+from ...core.transcript import Transcript
 from ...engine import WindowResult
-from ...errors import DattavaniError, InvalidOptionError
-from ...options import INITIAL_PROMPT, LANGUAGE, TEMPERATURE, Option
-from ...transcriber import fallback_chain
-from ...transcript import Transcript
+from ...pipeline.transcriber import fallback_chain
 from ..errors import APIError, from_core
 from ..responses import check_granularities, check_response_format, openai_response
 from ..service import TranscriptionRequest, upload_source
@@ -175,7 +175,7 @@ async def _streaming(state: ServerState, upload: UploadFile, call: AudioCall) ->
 
 
 def _probe(upload: UploadFile) -> None:
-    from ...audio import iter_audio
+    from ...audio.decode import iter_audio
 
     next(iter_audio(upload_source(upload.file, upload.filename)), None)
     upload.file.seek(0)
@@ -186,7 +186,7 @@ Include = Annotated[list[str], Form(alias="include[]")]
 
 
 def form(option: Option) -> Any:
-    """A form field with the declared range and help (`dattavani_asr.options`)."""
+    """A form field with the declared range and help (`dattavani_asr.core.options`)."""
     return Form(ge=option.ge, le=option.le, description=option.help)
 
 

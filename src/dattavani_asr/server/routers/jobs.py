@@ -9,8 +9,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
-from ...options import INITIAL_PROMPT, LANGUAGE, TASK, TEMPERATURE, WORD_TIMESTAMPS
-from ...transcriber import fallback_chain
+from ...core.options import INITIAL_PROMPT, LANGUAGE, TASK, TEMPERATURE, WORD_TIMESTAMPS
+from ...pipeline.transcriber import fallback_chain
 from ..errors import APIError
 from ..jobs import STATUSES, JobManager
 from ..responses import RESULT_FORMATS, result_response

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from ...errors import DattavaniError, InvalidOptionError
-from ...options import LANGUAGE, MODEL, OPTIONS, TASK, DecodingOptions, Option
+from ...core.errors import DattavaniError, InvalidOptionError
+from ...core.options import LANGUAGE, MODEL, OPTIONS, TASK, DecodingOptions, Option
+from ...pipeline.live import Event, PcmDecoder, StreamSession
 from ..errors import APIError, from_core
 from ..state import ServerState
-from ..streaming import Event, PcmDecoder, StreamSession
 
 router = APIRouter(tags=["streaming"])
 POLICY_VIOLATION = 1008

@@ -13,7 +13,7 @@ from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, cast
 
-from ..errors import InvalidOptionError, OutputError, UnreadablePathError
+from ...core.errors import InvalidOptionError, OutputError, UnreadablePathError
 from ..writers import OUTPUT_SUBDIR
 from .base import SourceItem
 from .http import missing_extra, one_line

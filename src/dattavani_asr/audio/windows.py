@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import SAMPLE_RATE
-from .engine.windows import AudioWindow
+from ..core.options import VadOptions
+from ..core.types import AudioWindow
+from .decode import SAMPLE_RATE
 from .loudness import equalize_speech
-from .options import VadOptions
 from .vad import Span, fixed_windows, merge_spans, pad_windows, speech_spans
 
 TAIL_SECONDS = 1.0

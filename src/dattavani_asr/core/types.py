@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..audio import SAMPLE_RATE
-from ..transcript import Word
+from .transcript import Word
+
+SAMPLE_RATE = 16000  # Hz: what Whisper hears, and every window holds
 
 
 @dataclass(frozen=True)

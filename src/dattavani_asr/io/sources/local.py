@@ -11,7 +11,7 @@ from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from ..errors import InvalidOptionError, OutputError, UnreadablePathError
+from ...core.errors import InvalidOptionError, OutputError, UnreadablePathError
 from ..writers import OUTPUT_SUBDIR
 from .base import SourceItem
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .audio import SAMPLE_RATE
-from .options import VadOptions
+from ..core.options import VadOptions
+from .decode import SAMPLE_RATE
 
 
 @dataclass(frozen=True)

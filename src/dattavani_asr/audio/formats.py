@@ -16,7 +16,7 @@ from typing import Any
 import av
 import numpy as np
 
-from .errors import DattavaniError
+from ..core.errors import DattavaniError
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ class FormatCheck:
 
 def check_formats(cases: tuple[FormatCase, ...] = COMMON_FORMATS) -> list[FormatCheck]:
     """Encode a 1-s tone in each format and decode it back; report what really works."""
-    from .audio import SAMPLE_RATE, decode_audio
+    from .decode import SAMPLE_RATE, decode_audio
 
     tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(SAMPLE_RATE) / SAMPLE_RATE)).astype(np.float32)
     results = []

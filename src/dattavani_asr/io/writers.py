@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, TextIO
 
-from .errors import InvalidOptionError, OutputError
-from .transcript import Transcript
+from ..core.errors import InvalidOptionError, OutputError
+from ..core.transcript import Transcript
 
 OUTPUT_SUBDIR = "gen-transcript"
 

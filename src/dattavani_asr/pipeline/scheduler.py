@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from ..engine import AudioWindow, WindowResult
-from ..engine.decoding import encoder_seconds
-from ..options import BATCH_SIZE, BATCH_WAIT_MS, DecodingOptions
+from ..core.options import BATCH_SIZE, BATCH_WAIT_MS, DecodingOptions
+from ..engine import AudioWindow, WindowResult, encoder_seconds
 
 log = logging.getLogger(__name__)
 BatchObserver = Callable[[int, float], None]
@@ -192,3 +191,29 @@ class DynamicBatcher:
     def _note_window_seconds(self, seconds: float) -> None:
         previous = self._window_seconds
         self._window_seconds = seconds if previous is None else 0.7 * previous + 0.3 * seconds
+
+
+class ScheduledDecoder:
+    """A `pipeline.run.WindowDecoder` over a model's scheduler: windows share batches with other callers'."""
+
+    def __init__(self, scheduler: DynamicBatcher, priority: int) -> None:
+        self.scheduler = scheduler
+        self.priority = priority
+
+    @property
+    def name(self) -> str:
+        return str(self.scheduler.engine.name)
+
+    @property
+    def multilingual(self) -> bool:
+        return bool(self.scheduler.engine.multilingual)
+
+    def check(self, options: DecodingOptions) -> None:
+        self.scheduler.engine.check_options(options)
+
+    def detect(self, window: AudioWindow) -> tuple[str, float]:
+        [(language, probability)] = self.scheduler.engine.detect_languages([window])
+        return str(language), float(probability)
+
+    def submit(self, windows: list[AudioWindow], options: DecodingOptions) -> list[Future[WindowResult]]:
+        return self.scheduler.submit(windows, options, self.priority)

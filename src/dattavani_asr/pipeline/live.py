@@ -20,14 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from ..audio import SAMPLE_RATE
-from ..engine import AudioWindow, WindowResult
-from ..engine.segments import echoes
-from ..errors import InvalidOptionError
-from ..options import DecodingOptions, VadOptions
-from ..transcript import Word
-from ..vad import StreamingVad
-from .batcher import DynamicBatcher, Priority
+from ..audio.decode import SAMPLE_RATE
+from ..audio.vad import StreamingVad
+from ..core.errors import InvalidOptionError
+from ..core.options import DecodingOptions, VadOptions
+from ..core.transcript import Word
+from ..engine import AudioWindow, WindowResult, echoes
+from .scheduler import DynamicBatcher, Priority
 
 Event = dict[str, Any]
 logger = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ dependency (`pip install 'dattavani-asr[remote]'`) only when it is first used.
 
 from __future__ import annotations
 
-from ..errors import InvalidOptionError
+from ...core.errors import InvalidOptionError
 from .base import Sink, Source
 from .cloud import CloudSink, CloudSource, CloudTreeSink, cloud_filesystem
 from .gdrive import FOLDER_MIME, DriveClient, DriveSink, DriveSource, DriveTreeSink, drive_id

@@ -18,15 +18,28 @@ from typing import IO, Any
 import av
 import numpy as np
 
-from .errors import (
+from ..core.errors import (
     EmptyAudioError,
     InvalidOptionError,
     NoAudioStreamError,
     UndecodableAudioError,
     UnreadablePathError,
 )
+from ..core.types import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
+__all__ = [
+    "DEFAULT_BLOCK_SECONDS",
+    "SAMPLE_RATE",
+    "SILENCE_PEAK",
+    "AudioInfo",
+    "AudioSource",
+    "decode_audio",
+    "describe_source",
+    "iter_audio",
+    "open_container",
+    "probe",
+]
+
 DEFAULT_BLOCK_SECONDS = 60.0
 SEEK_PREROLL = 0.5  # seconds decoded and dropped before --start: decoder/resampler warm-up
 MIN_GAP = 0.05  # seconds: a larger jump in frame timestamps is audio lost to corrupt packets, filled with silence

@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..errors import DattavaniError, InvalidOptionError, OutputError, UnreadablePathError
+from ...core.errors import DattavaniError, InvalidOptionError, OutputError, UnreadablePathError
 from ..writers import OUTPUT_SUBDIR
 from .base import SourceItem
 from .http import missing_extra, one_line

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..errors import DattavaniError, InvalidOptionError
+from ...core.errors import DattavaniError, InvalidOptionError
 from .base import Sink, Source, SourceItem
 from .local import MANIFEST_EXTENSIONS, LocalSink, LocalSource, manifest_entries
 

@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from ..errors import EmptyAudioError, InvalidOptionError, UnreadablePathError
+from ...core.errors import EmptyAudioError, InvalidOptionError, UnreadablePathError
 from ..retrying import (
     DEFAULT_POLICY,
     CircuitOpenError,

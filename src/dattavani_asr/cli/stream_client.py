@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import StreamError
+from ..core.errors import StreamError
 
 Event = dict[str, Any]
 EventCallback = Callable[[Event], None]

@@ -12,14 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from .audio import SILENCE_PEAK, AudioSource, describe_source, iter_audio
-from .chunking import AudioStats, speech_windows
-from .engine import WindowResult
-from .errors import EmptyAudioError
-from .models import DEFAULT_MODEL
-from .options import DecodingOptions, TranscribeOptions, VadOptions
-from .pipeline.run import EngineDecoder, TranscriptRun
-from .transcript import Timings, Transcript
+from ..audio.decode import SILENCE_PEAK, AudioSource, describe_source, iter_audio
+from ..audio.windows import AudioStats, speech_windows
+from ..core.errors import EmptyAudioError
+from ..core.options import DecodingOptions, TranscribeOptions, VadOptions
+from ..core.transcript import Timings, Transcript
+from ..engine import WindowResult
+from ..models import DEFAULT_MODEL
+from .run import EngineDecoder, TranscriptRun
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class Transcriber:
 
     def engine(self, model: str | None = None) -> Any:
         """The WhisperEngine for `model` (default: this transcriber's model), loading it if needed."""
-        from .engine import WhisperEngine, load_model
+        from ..engine import WhisperEngine, load_model
 
         loaded = load_model(
             model or self.model_name,
