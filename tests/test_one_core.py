@@ -3,12 +3,16 @@ run, the OpenAI-compatible HTTP API (the official client) and a job."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from openai import OpenAI
@@ -16,6 +20,9 @@ from openai import OpenAI
 from conftest import DATA
 from dattavani_asr import Transcriber, make_options
 from dattavani_asr.batch import BatchConfig, BatchRun
+from dattavani_asr.core.options import DecodingOptions
+from dattavani_asr.core.types import AudioWindow, Decoded, RawSegment, WindowResult
+from dattavani_asr.pipeline.live import FallbackChain
 from dattavani_asr.server import ServerSettings, create_app
 
 CLI = [sys.executable, "-c", "from dattavani_asr.cli import main; main()"]
@@ -78,3 +85,51 @@ def test_every_entry_point_gives_the_same_text(http: TestClient, model: str, cli
     same = {name: " ".join(text.split()) for name, text in texts.items()}  # the txt writer wraps lines
     assert same["transcribe"], texts
     assert set(same.values()) == {same["transcribe"]}, texts
+
+
+GERMAN = "fleurs/fleurs-de-001.ogg"  # "er griff auch alles an was ins wasser kam selbst ein großer dinosaurier ..."
+
+
+@pytest.mark.base
+@pytest.mark.slow
+def test_fallback_chain_after_an_english_only_model_hears_german_not_a_translation(tmp_path: Path) -> None:
+    """tiny.en hears German as English nonsense; base, next in the chain, must not be told it is English."""
+    path = DATA / GERMAN
+    command = [*CLI, "transcribe", str(path), "-o", "-", "-f", "json", "--fallback-model", "base"]
+    result = subprocess.run([*command, "--min-confidence", "0.95"], check=True, capture_output=True, text=True)
+    cli = json.loads(result.stdout)
+    assert "base" in {segment["model"] for segment in cli["segments"]}
+    assert "dinosaurier" in cli["text"].lower()
+    settings = ServerSettings(data_dir=tmp_path, fallback_model="base", min_confidence=0.95)
+    with TestClient(create_app(settings)) as http:
+        served = _http(http, "tiny.en", path)
+        job = _job(http, "tiny.en", path)
+    assert "dinosaurier" in served.lower() and "dinosaurier" in job.lower()
+
+
+class _Scheduler:
+    """Stands in for a fallback model's scheduler: answers every window with `result`."""
+
+    def __init__(self, result: WindowResult) -> None:
+        self.result = result
+        self.languages: list[str | None] = []
+
+    def submit(self, windows: list[AudioWindow], options: DecodingOptions, priority: int) -> list[Future[WindowResult]]:
+        self.languages.append(options.language)
+        future: Future[WindowResult] = Future()
+        future.set_result(self.result)
+        return [future]
+
+
+def test_live_finals_go_down_the_fallback_chain() -> None:
+    window = AudioWindow(0.0, np.zeros(16000, np.float32))
+    weak = WindowResult(
+        window, Decoded((), "x", -2.0, 0.1, 1.0, 0.0), (RawSegment(0, 1, (), " x"),), "en", "tiny.en", 0.2
+    )
+    strong = replace(weak, model="base", confidence=0.9)
+    scheduler = _Scheduler(strong)
+    chain = FallbackChain((scheduler,), min_confidence=0.6, detect=True)  # type: ignore[arg-type]
+    assert chain.improve(weak, DecodingOptions(language="en")) is strong
+    assert scheduler.languages == [None]  # after an English-only model, the fallback detects the language
+    assert FallbackChain((scheduler,), min_confidence=0.1).improve(weak, DecodingOptions()) is weak  # type: ignore[arg-type]
+    assert scheduler.languages == [None]  # confident enough: not tried

@@ -54,7 +54,8 @@ def test_cli_flags_match_the_declarations(command: str) -> None:
     params = {param.name: param for param in _command(command).params}
     for option in _declared(command):
         param = params[option.name]
-        assert option.flag.split("/")[0] in param.opts, option.name
+        on, *off = option.flag.split("/")
+        assert on in param.opts and off == list(param.secondary_opts), option.name
         if option.short:
             assert option.short in param.opts
         assert _range(param) == (option.ge, option.le), option.name

@@ -26,7 +26,7 @@ from ..audio.vad import Span
 from ..core.options import DecodingOptions
 from ..core.transcript import Word
 from ..core.types import AudioWindow, RawSegment, WindowResult
-from ..engine import compression_ratio, is_silence
+from ..engine import compression_ratio, is_silence, needs_fallback
 
 log = logging.getLogger(__name__)
 
@@ -227,28 +227,32 @@ def part_doubt(result: WindowResult, options: DecodingOptions) -> str | None:
 def decode_packs(engine: Any, packs: list[Pack], options: DecodingOptions, language: str | None) -> list[list[Any]]:
     """Decode packs together and split them back: one result per part, in each part's own timeline.
 
-    A pack of one window is decoded as that window alone, with the full options. Packs of several
-    are decoded with word timestamps (segments are split between parts by word) and without
-    temperature fallback. A part whose share looks wrong (`part_doubt`), the parts beside a seam where
-    a word was timed in the silence (`seam_doubts`), and every part of a pack whose text is unlikely
-    (Whisper's log-probability fallback rule) are decoded again on their own with the full options
-    (fallback included), as they would be without packing.
+    Every pack is decoded in one batch at the first temperature, with word timestamps (segments of a
+    shared pack are split between its parts by word). A pack of one window is that window, decoded as
+    it would be alone: the same first decode, and Whisper's temperature fallback when that decode
+    needs it (decoded again alone with the full options). A part of a shared pack whose share looks
+    wrong (`part_doubt`), the parts beside a seam where a word was timed in the silence
+    (`seam_doubts`), and every part of a pack whose text is unlikely (Whisper's log-probability
+    fallback rule) are decoded again on their own with the full options, as without packing.
     """
     once = replace(options, word_timestamps=True, temperatures=options.temperatures[:1])
-    shared = [row for row, pack in enumerate(packs) if len(pack.parts) > 1]
-    results: list[list[Any]] = [[] for _ in packs]
-    alone: list[tuple[int, int]] = [(row, 0) for row, pack in enumerate(packs) if len(pack.parts) == 1]
-    packed = engine.transcribe_batch([packs[row].window for row in shared], once, language)[0] if shared else []
-    for row, result in zip(shared, packed):
-        parts = unpack(packs[row], result)
-        alone += [(row, col) for col in _doubtful(packs[row], result, parts, options)]
-        results[row] = parts if options.word_timestamps else [_without_words(part) for part in parts]
+    windows = [pack.window if len(pack.parts) > 1 else pack.parts[0].window for pack in packs]
+    results: list[list[Any]] = []
+    alone: list[tuple[int, int]] = []
+    for row, (pack, result) in enumerate(zip(packs, engine.transcribe_batch(windows, once, language)[0])):
+        if len(pack.parts) == 1:
+            alone += [(row, 0)] if len(options.temperatures) > 1 and needs_fallback(result.decoded, options) else []
+            results.append([result])
+            continue
+        parts = unpack(pack, result)
+        alone += [(row, col) for col in _doubtful(pack, result, parts, options)]
+        results.append(parts)
     if alone:
         log.debug("decoding %d of %d windows on their own", len(alone), sum(len(pack.parts) for pack in packs))
-        windows = [packs[row].parts[col].window for row, col in alone]
-        for (row, col), result in zip(alone, engine.transcribe_batch(windows, options, language)[0]):
-            results[row][col : col + 1] = [result]
-    return results
+        again = engine.transcribe_batch([packs[row].parts[col].window for row, col in alone], options, language)[0]
+        for (row, col), result in zip(alone, again):
+            results[row][col] = result
+    return results if options.word_timestamps else [[_without_words(r) for r in row] for row in results]
 
 
 def _doubtful(pack: Pack, result: WindowResult, parts: list[WindowResult], options: DecodingOptions) -> list[int]:

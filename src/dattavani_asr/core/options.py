@@ -31,6 +31,7 @@ class Option:
     le: float | None = None
     choices: tuple[str, ...] | None = None
     short: str | None = None  # a one-letter CLI flag, e.g. -m
+    switch: bool = False  # an on/off option whose default is None (unset: a policy decides)
     names: tuple[tuple[Surface, str], ...] = ()  # a surface that calls it otherwise (OpenAI's `prompt`)
 
     def name_on(self, surface: Surface) -> str:
@@ -39,7 +40,8 @@ class Option:
     @property
     def flag(self) -> str:
         dashed = self.name.replace("_", "-")
-        return f"--{dashed}/--no-{dashed}" if isinstance(self.default, bool) else f"--{dashed}"
+        on_off = isinstance(self.default, bool) or self.switch
+        return f"--{dashed}/--no-{dashed}" if on_off else f"--{dashed}"
 
     def field(self) -> Any:
         """A pydantic field with this default, range and help (for settings classes)."""
@@ -92,6 +94,7 @@ TRIM_ENCODER = Option(
     None,
     "encode short windows without padding them to 30 s (faster); unset: English-only models only",
     ENGINE,
+    switch=True,
 )
 FALLBACK_MODEL = Option(
     "fallback_model", None, "models tried in turn on low-confidence windows (comma list, e.g. base,small)", ENGINE

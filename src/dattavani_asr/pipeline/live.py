@@ -23,7 +23,7 @@ import numpy as np
 from ..audio.decode import SAMPLE_RATE
 from ..audio.vad import StreamingVad
 from ..core.errors import InvalidOptionError
-from ..core.options import DecodingOptions, VadOptions
+from ..core.options import MIN_CONFIDENCE, DecodingOptions, VadOptions
 from ..core.transcript import Word
 from ..engine import AudioWindow, WindowResult, echoes
 from .scheduler import DynamicBatcher, Priority
@@ -88,6 +88,28 @@ class StreamPolicy:
     context: float = 1.5  # committed audio decoded again before the next utterance
     tail: float = 0.15  # audio kept after the speech end when an utterance is finalised
     vad: VadOptions = field(default_factory=lambda: VadOptions(min_silence_ms=100, speech_pad_ms=50, min_speech_ms=150))
+
+
+@dataclass(frozen=True)
+class FallbackChain:
+    """Models that decode again a final (or pause) decode under `min_confidence`, in turn; the most
+    confident result is kept. Partials never wait for them. `detect` makes them detect the language
+    themselves (after an English-only model that was given none: it would impose English)."""
+
+    schedulers: tuple[DynamicBatcher, ...] = ()
+    min_confidence: float = MIN_CONFIDENCE.default
+    detect: bool = False
+
+    def improve(self, result: WindowResult, options: DecodingOptions) -> WindowResult:
+        retry = replace(options, language=None) if self.detect else options
+        for scheduler in self.schedulers:
+            if not result.segments or result.confidence >= self.min_confidence:
+                break
+            [future] = scheduler.submit([result.window], retry, Priority.INTERACTIVE)
+            candidate = future.result(timeout=120)
+            if candidate.confidence > result.confidence:
+                result = candidate
+        return result
 
 
 class PcmDecoder:
@@ -210,8 +232,15 @@ class StreamSession:
     and then left out of that utterance's words by their timestamps.
     """
 
-    def __init__(self, batcher: DynamicBatcher, decoding: DecodingOptions, policy: StreamPolicy | None = None):
+    def __init__(
+        self,
+        batcher: DynamicBatcher,
+        decoding: DecodingOptions,
+        policy: StreamPolicy | None = None,
+        fallback: FallbackChain | None = None,
+    ):
         self.batcher = batcher
+        self.fallback = fallback or FallbackChain()
         self.decoding = replace(
             decoding,
             word_timestamps=True,
@@ -333,6 +362,8 @@ class StreamSession:
         started = time.perf_counter()
         [future] = self.batcher.submit([window], options, priority)
         result = future.result(timeout=120)
+        if priority == Priority.INTERACTIVE:
+            result = self.fallback.improve(result, options)
         seconds = time.perf_counter() - started
         self._note_decode(seconds)
         logger.debug("decoded %.2f-%.2f s (priority %d) in %.3f s", start, end, priority, seconds)

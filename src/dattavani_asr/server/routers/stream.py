@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -15,7 +15,8 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from ...core.errors import DattavaniError, InvalidOptionError
 from ...core.options import LANGUAGE, MODEL, OPTIONS, TASK, DecodingOptions, Option
-from ...pipeline.live import Event, PcmDecoder, StreamSession
+from ...pipeline.live import Event, FallbackChain, PcmDecoder, StreamSession
+from ...pipeline.transcriber import fallback_chain
 from ..errors import APIError, from_core
 from ..state import ServerState
 
@@ -72,15 +73,27 @@ async def _refuse(websocket: WebSocket, error: APIError, close_code: int) -> Non
 
 
 def _open(state: ServerState, params: dict[str, str], stack: contextlib.ExitStack) -> tuple[StreamSession, PcmDecoder]:
-    """Blocking: validate parameters, load the model (held until the session ends), make the session."""
+    """Blocking: validate parameters, load the models (held until the session ends), make the session."""
     decoder = PcmDecoder(params.get("encoding", "pcm_s16le"), _rate(params.get("sample_rate", "16000")))
     entry = stack.enter_context(state.models.use(stream_option(params, MODEL) or ""))
-    decoding = _decoding(state, params, entry.engine.model.multilingual)
+    decoding = _decoding(state, params, entry.engine.multilingual)
     entry.engine.check_options(decoding)
-    session = StreamSession(entry.batcher, decoding)
+    session = StreamSession(entry.batcher, decoding, fallback=_fallbacks(state, params, entry, decoding, stack))
     entry.batcher.stream_opened()
     stack.callback(entry.batcher.stream_closed)
     return session, decoder
+
+
+def _fallbacks(
+    state: ServerState, params: dict[str, str], entry: Any, decoding: DecodingOptions, stack: contextlib.ExitStack
+) -> FallbackChain:
+    """The service's fallback chain for this session's finals (`fallback_model`, `min_confidence`)."""
+    detect = not entry.engine.multilingual and stream_option(params, LANGUAGE) is None
+    fallbacks = [stack.enter_context(state.models.use(name)) for name in fallback_chain(state.settings.fallback_model)]
+    for fallback in fallbacks:
+        fallback.engine.check_options(replace(decoding, language=None) if detect else decoding)
+    schedulers = tuple(fallback.batcher for fallback in fallbacks)
+    return FallbackChain(schedulers, state.settings.min_confidence, detect)
 
 
 def _rate(value: str) -> int:
