@@ -71,7 +71,7 @@ SYSTEMS = (*OURS, "faster-whisper", "faster-whisper-batched", "openai-whisper")
 LABELS = {
     "ours": "Dattavani ASR `batch` (defaults)",
     "ours-full": "Dattavani ASR `batch --pack --no-trim-encoder`",
-    "ours-no-pack": "Dattavani ASR `batch --no-pack`",
+    "ours-no-pack": "Dattavani ASR `batch --no-pack --no-trim-encoder`",
     "ours-trim": "Dattavani ASR `batch --no-pack --trim-encoder`",
     "faster-whisper": "faster-whisper `WhisperModel` int8, loop",
     "faster-whisper-batched": f"faster-whisper `BatchedInferencePipeline` int8, batch {BATCH_SIZE}, loop",
