@@ -14,9 +14,9 @@ import pytest
 import srt
 import webvtt
 
-from dattavani_asr.io import writers
 from dattavani_asr.core.errors import InvalidOptionError, OutputError
 from dattavani_asr.core.transcript import Segment, Timings, Transcript, Word
+from dattavani_asr.io import writers
 from dattavani_asr.io.writers import (
     OUTPUT_SUBDIR,
     WRITERS,
