@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
@@ -43,6 +44,17 @@ def untranscribed_tail(result: WindowResult) -> AudioWindow | None:
         return None
     start = round(covered * SAMPLE_RATE)
     return AudioWindow(window.offset + covered, window.audio[start:], speech_start=0.0)
+
+
+def _settle(futures: list[Future[WindowResult]], batch: Future[tuple[list[WindowResult], str, float]]) -> None:
+    """Hand each window's result (or the batch's error) to its own future."""
+    error = batch.exception()
+    if error is not None:
+        for future in futures:
+            future.set_exception(error)
+        return
+    for future, result in zip(futures, batch.result()[0]):
+        future.set_result(result)
 
 
 def supported_languages() -> tuple[str, ...]:
@@ -116,6 +128,38 @@ class WhisperEngine:
 
     def transcribe_batch(
         self, windows: list[AudioWindow], options: DecodingOptions, language: str | None = None
+    ) -> tuple[list[WindowResult], str, float]:
+        """Decode windows; detect the language first when none is given.
+
+        With several workers (a CPU), the windows are decoded one each, at the same time; results
+        come back in window order, and a window's text never depends on what else was decoded.
+        """
+        if self.model.workers == 1 or len(windows) < 2:
+            return self._transcribe(windows, options, language)
+        parts = list(self.model.executor().map(lambda window: self._transcribe([window], options, language), windows))
+        _, detected, probability = parts[0]
+        return [result for part, _, _ in parts for result in part], detected, probability
+
+    def submit(self, windows: list[AudioWindow], options: DecodingOptions) -> list[Future[WindowResult]]:
+        """Start decoding windows on the model's workers (`options.language` set); one future per window.
+
+        With several workers each window is a task of its own; with one (a GPU) the windows are one
+        batched task.
+        """
+        executor = self.model.executor()
+        if self.model.workers > 1:
+            return [executor.submit(self._one, window, options) for window in windows]
+        batch = executor.submit(self._transcribe, windows, options, options.language)
+        futures: list[Future[WindowResult]] = [Future() for _ in windows]
+        batch.add_done_callback(lambda done: _settle(futures, done))
+        return futures
+
+    def _one(self, window: AudioWindow, options: DecodingOptions) -> WindowResult:
+        [result], _, _ = self._transcribe([window], options, options.language)
+        return result
+
+    def _transcribe(
+        self, windows: list[AudioWindow], options: DecodingOptions, language: str | None
     ) -> tuple[list[WindowResult], str, float]:
         """Decode windows together; detect the language first when none is given.
 

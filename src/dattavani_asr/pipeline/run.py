@@ -17,7 +17,8 @@ cross-request scheduler, Ray replicas); what the windows become is decided here,
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -88,7 +89,9 @@ class EngineDecoder:
         return str(language), float(probability)
 
     def submit(self, windows: list[AudioWindow], options: DecodingOptions) -> list[Future[WindowResult]]:
-        results, _, _ = self.engine.transcribe_batch(windows, options, options.language)
+        if hasattr(self.engine, "submit"):  # decoded on the model's workers while the caller cuts more windows
+            return list(self.engine.submit(windows, options))
+        results, _, _ = self.engine.transcribe_batch(windows, options, options.language)  # e.g. Ray replicas
         futures: list[Future[WindowResult]] = []
         for result in results:
             future: Future[WindowResult] = Future()
@@ -181,6 +184,29 @@ class TranscriptRun:
             source=source,
             timings=timings or Timings(),
         )
+
+
+def decode_stream(
+    run: TranscriptRun,
+    windows: Iterable[AudioWindow],
+    in_flight: int,
+    on_result: Callable[[WindowResult], None],
+    wait: Callable[[Future[WindowResult]], WindowResult] = Future.result,
+) -> None:
+    """Decode windows as they are cut (the caller's thread keeps decoding audio and finding speech while
+    the engine works), at most `in_flight` outstanding; each result, down the fallback chain, goes to
+    `on_result` in window order. Unfinished work is cancelled on any error."""
+    outstanding: deque[Future[WindowResult]] = deque()
+    try:
+        for window in windows:
+            outstanding.extend(run.submit([window]))
+            while len(outstanding) >= in_flight or (outstanding and outstanding[0].done()):
+                on_result(run.improve([wait(outstanding.popleft())])[0])
+        while outstanding:
+            on_result(run.improve([wait(outstanding.popleft())])[0])
+    finally:
+        for future in outstanding:
+            future.cancel()
 
 
 def segments_from_results(results: Sequence[WindowResult]) -> tuple[Segment, ...]:

@@ -19,7 +19,7 @@ from ..core.options import DecodingOptions, TranscribeOptions, VadOptions
 from ..core.transcript import Timings, Transcript
 from ..engine import WindowResult
 from ..models import DEFAULT_MODEL
-from .run import EngineDecoder, TranscriptRun
+from .run import EngineDecoder, TranscriptRun, decode_stream
 
 log = logging.getLogger(__name__)
 
@@ -131,18 +131,17 @@ class Transcriber:
         started = time.perf_counter()
         stats = AudioStats()
         results: list[WindowResult] = []
-        inference = 0.0
-        windows = speech_windows(blocks, options.vad, offset=options.start or 0.0, stats=stats)
-        for batch in _batched(windows, options.batch_size):
-            decoding_started = time.perf_counter()
-            results += run.decode(batch)
-            inference += time.perf_counter() - decoding_started
+
+        def collect(result: WindowResult) -> None:
+            results.append(result)
             if progress is not None:
-                progress(batch[-1].end)
+                progress(result.window.end)
+
+        windows = speech_windows(blocks, options.vad, offset=options.start or 0.0, stats=stats)
+        decode_stream(run, windows, in_flight=max(2, options.batch_size), on_result=collect)
         check_not_empty(stats, source)
         total = time.perf_counter() - started
-        timings = Timings(audio=round(total - inference, 3), inference=round(inference, 3), total=round(total, 3))
-        return run.transcript(results, stats.duration, _name(source), timings)
+        return run.transcript(results, stats.duration, _name(source), Timings(total=round(total, 3)))
 
     def _blocks(self, source: AudioSource | np.ndarray, options: TranscribeOptions) -> Iterable[np.ndarray]:
         if isinstance(source, np.ndarray):
@@ -159,17 +158,6 @@ def _opened(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
     iterator = iter(blocks)
     first = next(iterator, None)
     return iter(()) if first is None else itertools.chain([first], iterator)
-
-
-def _batched(windows: Iterator[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for window in windows:
-        batch.append(window)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def check_not_empty(stats: AudioStats, source: Any) -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import IO, Any, cast
 
 from ..audio.decode import AudioSource, describe_source, iter_audio
@@ -17,7 +16,7 @@ from ..core.errors import DattavaniError, EmptyAudioError, InvalidOptionError
 from ..core.options import DecodingOptions, TranscribeOptions, VadOptions
 from ..core.transcript import Timings, Transcript
 from ..engine import AudioWindow, WindowResult
-from ..pipeline.run import TranscriptRun
+from ..pipeline.run import TranscriptRun, decode_stream
 from ..pipeline.scheduler import Priority, ScheduledDecoder
 from ..pipeline.transcriber import check_not_empty
 from .model_manager import ModelManager
@@ -76,24 +75,6 @@ class _Progress:
             self.callback(min(1.0, result.window.end / self.duration))
 
 
-@dataclass
-class _Collector:
-    """Results in window order, with the fallback chain applied as each one comes back."""
-
-    run: TranscriptRun
-    cancel: threading.Event | None
-    on_window: WindowCallback | None
-    tracker: _Progress
-    results: list[WindowResult] = field(default_factory=list)
-
-    def collect(self, future: Future[WindowResult]) -> None:
-        [result] = self.run.improve([_wait(future, self.cancel)])
-        self.results.append(result)
-        self.tracker.update(result)
-        if self.on_window is not None:
-            self.on_window(result)
-
-
 class TranscriptionService:
     """Decode + VAD in the caller's thread; windows go to the model's batcher as soon as they exist."""
 
@@ -125,28 +106,27 @@ class TranscriptionService:
             chain = [ScheduledDecoder(entry.batcher, priority) for entry in entries]
             run = TranscriptRun(chain, options)
             run.check()
-            windows = speech_windows(_chain(first, blocks), options.vad, stats=stats)
-            collector = _Collector(run, cancel, on_window, _Progress(progress, duration))
-            self._run(run, windows, collector)
+            windows = _cancellable(speech_windows(_chain(first, blocks), options.vad, stats=stats), cancel)
+            results: list[WindowResult] = []
+            tracker = _Progress(progress, duration)
+
+            def collect(result: WindowResult) -> None:
+                results.append(result)
+                tracker.update(result)
+                if on_window is not None:
+                    on_window(result)
+
+            decode_stream(run, windows, self.in_flight_windows, collect, lambda future: _wait(future, cancel))
         check_not_empty(stats, source)
         total = time.perf_counter() - started
         timings = Timings(inference=round(total, 3), total=round(total, 3))
-        return run.transcript(collector.results, stats.duration, describe_source(source), timings)
+        return run.transcript(results, stats.duration, describe_source(source), timings)
 
-    def _run(self, run: TranscriptRun, windows: Iterator[AudioWindow], collector: _Collector) -> None:
-        """Submit windows as they are cut, keeping at most `in_flight_windows` outstanding."""
-        outstanding: deque[Future[WindowResult]] = deque()
-        try:
-            for window in windows:
-                outstanding.extend(run.submit([window]))
-                while len(outstanding) >= self.in_flight_windows or (outstanding and outstanding[0].done()):
-                    collector.collect(outstanding.popleft())
-                _check_cancel(collector.cancel)
-            while outstanding:
-                collector.collect(outstanding.popleft())
-        finally:
-            for future in outstanding:
-                future.cancel()
+
+def _cancellable(windows: Iterator[AudioWindow], cancel: threading.Event | None) -> Iterator[AudioWindow]:
+    for window in windows:
+        _check_cancel(cancel)
+        yield window
 
 
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
