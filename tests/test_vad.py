@@ -10,6 +10,21 @@ from dattavani_asr.audio.decode import SAMPLE_RATE, decode_audio
 from dattavani_asr.audio.vad import SILERO_FRAME, Span, StreamingVad, speech_spans
 from dattavani_asr.core.options import VadOptions
 
+
+def one_pass_spans(audio: np.ndarray, options: VadOptions) -> list[Span]:
+    """faster-whisper's `get_speech_timestamps`: one pass with Silero's state carried throughout."""
+    from faster_whisper.vad import VadOptions as SileroOptions
+    from faster_whisper.vad import get_speech_timestamps
+
+    silero = SileroOptions(
+        threshold=options.threshold,
+        min_speech_duration_ms=options.min_speech_ms,
+        min_silence_duration_ms=options.min_silence_ms,
+        speech_pad_ms=options.speech_pad_ms,
+    )
+    return [Span(int(item["start"]), int(item["end"])) for item in get_speech_timestamps(audio, silero)]
+
+
 LIVE = VadOptions(min_silence_ms=100, speech_pad_ms=50, min_speech_ms=150)
 
 
@@ -31,7 +46,7 @@ def test_streaming_spans_equal_one_pass_spans(options: VadOptions) -> None:
     for index, path in enumerate(clips):
         audio = decode_audio(path)
         audio = audio[: audio.shape[0] // SILERO_FRAME * SILERO_FRAME]
-        expected = speech_spans(audio, options)
+        expected = one_pass_spans(audio, options)
         # faster-whisper pads a whole-frame input with one more frame of zeros; give the stream the same
         vad = fed_in_pieces(StreamingVad(options, reset_after=None), np.pad(audio, (0, SILERO_FRAME)), index)
         spans = [Span(span.start, min(span.end, audio.shape[0])) for span in vad.spans()]
@@ -89,3 +104,17 @@ def test_forget_and_quiet_seconds() -> None:
     assert vad.quiet_seconds() < 0.1 and vad.spans()[-1].start / SAMPLE_RATE > onset - 0.2
     assert not vad.fading()  # half a second into the next sentence
     assert vad.scored_until == round((onset + 0.5) * SAMPLE_RATE) // SILERO_FRAME * SILERO_FRAME
+
+
+def test_offline_spans_hear_a_quiet_speaker_after_a_loud_one_in_bounded_memory() -> None:
+    """The offline VAD resets Silero's state after quiet as the live one does (one pass hears the
+    quieter sentence after JFK over half a second late), scores in chunks, and splits long speech."""
+    audio, onset = jfk_then_quiet_clip()
+    options = VadOptions(speech_pad_ms=0)
+    late = min(s.start for s in one_pass_spans(audio, options) if s.end / SAMPLE_RATE > onset + 0.05)
+    heard = min(s.start for s in speech_spans(audio, options) if s.end / SAMPLE_RATE > onset + 0.05)
+    assert late / SAMPLE_RATE - onset > 0.5 and abs(heard / SAMPLE_RATE - onset) < 0.1
+    monologue = np.concatenate([decode_audio(DATA / item["file"]) for item in fleurs("en")] * 2)
+    pieces = speech_spans(monologue, VadOptions(min_silence_ms=2000, max_window_s=10.0))
+    assert max(span.length for span in pieces) <= 9.0 * SAMPLE_RATE
+    assert sum(span.length for span in pieces) > 0.8 * monologue.shape[0]  # cut, not dropped

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -31,6 +31,13 @@ class AudioWindow:
     @property
     def end(self) -> float:
         return self.offset + self.duration
+
+    def released(self) -> AudioWindow:
+        """The same window without its samples (a zero-stride view keeps its length): a finished
+        window's result is kept until the transcript is built, and its audio must not be, or memory
+        grows with the recording (30 s of audio is ~2 MB)."""
+        silent = np.broadcast_to(np.zeros(1, dtype=np.float32), self.audio.shape)
+        return replace(self, audio=silent)
 
 
 @dataclass(frozen=True)
@@ -67,3 +74,7 @@ class WindowResult:
     language: str
     model: str
     confidence: float
+
+    def released(self) -> WindowResult:
+        """This result without its window's audio (see `AudioWindow.released`)."""
+        return replace(self, window=self.window.released())

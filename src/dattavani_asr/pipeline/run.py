@@ -195,15 +195,16 @@ def decode_stream(
 ) -> None:
     """Decode windows as they are cut (the caller's thread keeps decoding audio and finding speech while
     the engine works), at most `in_flight` outstanding; each result, down the fallback chain, goes to
-    `on_result` in window order. Unfinished work is cancelled on any error."""
+    `on_result` in window order, without its audio (memory stays flat however long the recording).
+    Unfinished work is cancelled on any error."""
     outstanding: deque[Future[WindowResult]] = deque()
     try:
         for window in windows:
             outstanding.extend(run.submit([window]))
             while len(outstanding) >= in_flight or (outstanding and outstanding[0].done()):
-                on_result(run.improve([wait(outstanding.popleft())])[0])
+                on_result(run.improve([wait(outstanding.popleft())])[0].released())
         while outstanding:
-            on_result(run.improve([wait(outstanding.popleft())])[0])
+            on_result(run.improve([wait(outstanding.popleft())])[0].released())
     finally:
         for future in outstanding:
             future.cancel()
