@@ -71,6 +71,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--keep", type=Path, help="also write the recording and its utterance list here")
     parser.add_argument("--worker", choices=SYSTEMS[1:], help=argparse.SUPPRESS)
+    parser.add_argument("--build-into", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--input", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
@@ -247,21 +248,38 @@ def table(results: list[dict[str, Any]], audio_s: float, utterances: int) -> lis
     return lines
 
 
+def build_into(args: argparse.Namespace, folder: Path) -> int:
+    """Child process: write the recording and its utterance list into `folder`."""
+    samples, utterances = build(args)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_recording(samples, folder)
+    (folder / "utterances.json").write_text(json.dumps([asdict(u) for u in utterances], indent=0))
+    return 0
+
+
+def recording(args: argparse.Namespace, folder: Path) -> tuple[Path, list[Utterance], float]:
+    """The recording, built in a child process: a child's peak RSS starts at its parent's, so the
+    parent must never hold the hour of samples the systems are measured on."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--build-into", str(folder)]
+    command += ["--minutes", str(args.minutes), f"--levels={args.levels}", "--seed", str(args.seed)]
+    command += ["--languages", args.languages, "--audio", str(args.audio)]
+    subprocess.run(command, check=True)
+    utterances = [Utterance(**item) for item in json.loads((folder / "utterances.json").read_text())]
+    return folder / "long.flac", utterances, max(u.end for u in utterances)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         return worker_main(args)
+    if args.build_into:
+        return build_into(args, args.build_into)
     from dattavani_asr.models import resolve
 
     args.model_dir = str(resolve(args.model))
-    samples, utterances = build(args)
-    audio_s = samples.shape[0] / 16000
     with tempfile.TemporaryDirectory(prefix="dattavani-long-") as tmp:
         folder = Path(args.keep or tmp)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = write_recording(samples, folder)
-        (folder / "utterances.json").write_text(json.dumps([asdict(u) for u in utterances], indent=0))
-        del samples
+        path, utterances, audio_s = recording(args, folder)
         results = []
         for system in args.systems.split(","):
             print(f"{system} on {audio_s / 60:.1f} min ...", file=sys.stderr)

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..audio.windows import AudioStats
 from ..io.sources.base import Sink, Source, SourceItem
+from ..pipeline.checkpoint import Checkpointer
 
 
 @dataclass
@@ -23,7 +24,10 @@ class FileJob:
     language: str | None = None
     language_probability: float = 1.0
     stats: AudioStats = field(default_factory=AudioStats)
-    results: list[Any] = field(default_factory=list)
+    results: list[Any] = field(default_factory=list)  # finished windows, in order, without their audio
+    checkpoint: Checkpointer | None = None
+    resume_from: float | None = None  # where an interrupted run's stored windows end
+    preloaded: int = 0  # windows an interrupted run finished
     windows_total: int | None = None
     started: float | None = None
     error: BaseException | None = None
@@ -33,6 +37,17 @@ class FileJob:
     @property
     def complete(self) -> bool:
         return self.windows_total is not None and len(self.results) >= self.windows_total
+
+    def resume(self, checkpoint: Checkpointer, origin: float) -> None:
+        """Take up what an interrupted run of this file finished (if anything)."""
+        self.checkpoint = checkpoint
+        resumed = checkpoint.resumed
+        if resumed.results:
+            self.results = list(resumed.results)
+            self.preloaded = len(resumed.results)
+            self.resume_from = resumed.start
+            self.language, self.language_probability = resumed.language, resumed.language_probability
+            self.stats = resumed.stats(origin)
 
     def begin(self) -> None:
         self.started = time.monotonic()

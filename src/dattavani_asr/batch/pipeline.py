@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..audio.decode import iter_audio
@@ -138,10 +138,11 @@ def decode_job(job: FileJob, options: TranscribeOptions, gate: WindowGate) -> No
     """Producer: stream one file into windows, then an EndMessage (with any error)."""
     job.begin()
     count = 0
+    start = job.resume_from if job.resume_from is not None else options.start
     try:
         with job.source.open(job.item) as stream:
-            blocks = iter_audio(stream, start=options.start, end=options.end, channel=options.channel)
-            for window in speech_windows(blocks, options.vad, offset=options.start or 0.0, stats=job.stats):
+            blocks = iter_audio(stream, start=start, end=options.end, channel=options.channel)
+            for window in speech_windows(blocks, options.vad, offset=start or 0.0, stats=job.stats):
                 if not gate.put(WindowMessage(job, window)):
                     return
                 count += 1
@@ -164,16 +165,17 @@ class EnginePump:
         self,
         engine: Any,
         options: TranscribeOptions,
-        finish: Callable[[FileJob], None],
+        handlers: Handlers,
         file_timeout: float | None,
         jobs: list[FileJob],
         pack: bool = False,
     ) -> None:
         self.jobs = jobs
+        self.keep = handlers.keep
+        self.finish = handlers.finish
         self.pack = pack
         self.engine = engine
         self.options = options
-        self.finish = finish
         self.file_timeout = file_timeout
         self.gate = WindowGate(jobs, limit=max(8, options.batch_size * HOLD_BATCHES))
         self.open: dict[str | None, Unit] = {}  # packs being filled, per language
@@ -252,7 +254,7 @@ class EnginePump:
         if message.error is not None:
             job.error = self._timed_out(job) or message.error
             return self._close(job)
-        job.windows_total = message.count
+        job.windows_total = job.preloaded + message.count
         return self._close(job) if job.complete else 0
 
     def _timed_out(self, job: FileJob) -> FileTimeoutError | None:
@@ -292,9 +294,18 @@ class EnginePump:
                 continue
             for unit, unit_results in zip(group, results):
                 for message, result in zip(unit, unit_results):
-                    message.job.results.append(result)
-                    ended += self._close(message.job) if message.job.complete else 0
+                    ended += self._kept(message.job, result)
         return ended
+
+    def _kept(self, job: FileJob, result: Any) -> int:
+        if job.done:
+            return 0
+        try:
+            self.keep(job, result)
+        except Exception as exc:  # a fallback model failing, the state DB full: the file fails, the run goes on
+            job.error = exc
+            return self._close(job)
+        return self._close(job) if job.complete else 0
 
     def _decode(self, units: list[Unit], language: str | None) -> list[list[Any]]:
         """Engine results, one list per unit with one result per window of the unit."""
@@ -325,19 +336,28 @@ def _seed_sampling() -> None:
     ctranslate2.set_random_seed(SAMPLING_SEED)
 
 
+@dataclass(frozen=True)
+class Handlers:
+    """What the engine thread calls: `keep(job, result)` for each finished window of a job (in window
+    order), then `finish(job)` once per job."""
+
+    keep: Callable[[FileJob, Any], None]
+    finish: Callable[[FileJob], None]
+
+
 def run_pipeline(
     jobs: list[FileJob],
     engine: Any,
     options: TranscribeOptions,
-    finish: Callable[[FileJob], None],
+    handlers: Handlers,
     *,
     workers: int = 2,
     file_timeout: float | None = None,
     pack: bool = False,
 ) -> None:
-    """Transcribe every job; `finish(job)` is called once per job, from the engine thread."""
+    """Transcribe every job, calling `handlers` from the engine thread."""
     _seed_sampling()
-    pump = EnginePump(engine, options, finish, file_timeout, jobs, pack)
+    pump = EnginePump(engine, options, handlers, file_timeout, jobs, pack)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
     try:
         for job in sorted(jobs, key=lambda job: job.index):

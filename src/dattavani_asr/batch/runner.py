@@ -14,13 +14,15 @@ from typing import Any
 from ..core.errors import DattavaniError
 from ..core.options import TranscribeOptions
 from ..core.transcript import Timings, Transcript
+from ..engine import WindowResult
 from ..io.sources import Sink, Source, SourceItem, expand_all, output_sink
 from ..io.writers import OUTPUT_SUBDIR, render, write_text_atomic
+from ..pipeline.checkpoint import Checkpointer
 from ..pipeline.run import EngineDecoder, TranscriptRun, WindowDecoder, decoding_for
 from ..pipeline.transcriber import Transcriber, check_not_empty
 from .jobs import FileJob
 from .outputs import Destination, mirror, plan_destinations
-from .pipeline import run_pipeline
+from .pipeline import Handlers, run_pipeline
 from .state import STATE_FILENAME, RunState
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,7 @@ class BatchRun:
         self.state = RunState(state_directory(config) / STATE_FILENAME)
         self.on_progress: Callable[[FileJob | None, BatchSummary], None] = lambda job, summary: None
         self.on_unplanned: Callable[[str, DattavaniError], None] = lambda name, error: None
+        self.on_resume: Callable[[FileJob], None] = lambda job: None  # a killed run had finished part of it
         self.chain: list[WindowDecoder] = []
 
     def plan(self) -> list[FileJob]:
@@ -120,7 +123,12 @@ class BatchRun:
                 self.summary.skipped += 1
                 continue
             source = sources[destination.item.uri]
-            jobs.append(FileJob(len(jobs), destination.item, source, destination.sink, destination.base, language))
+            job = FileJob(len(jobs), destination.item, source, destination.sink, destination.base, language)
+            job.resume(Checkpointer(self.state.windows, job.item.uri), self.options.start or 0.0)
+            if job.resume_from is not None:
+                log.info("%s: resumes at %.1f s", job.item.uri, job.resume_from)
+                self.on_resume(job)
+            jobs.append(job)
         return jobs
 
     def _destinations(self, found: list[tuple[SourceItem, Source]]) -> list[Destination]:
@@ -163,7 +171,7 @@ class BatchRun:
                     jobs,
                     engine,
                     options,
-                    self.finish,
+                    Handlers(self.keep, self.finish),
                     workers=self.config.workers,
                     file_timeout=self.config.file_timeout,
                     pack=self.config.pack,
@@ -192,6 +200,16 @@ class BatchRun:
 
         return RayEngine(self.transcriber, self.config.ray_address, replicas=self.config.ray_replicas)
 
+    def keep(self, job: FileJob, result: WindowResult) -> None:
+        """One finished window of a file, down the fallback chain, kept without its audio (and stored,
+        once the file is long, so that a killed run resumes after it)."""
+        run = TranscriptRun(self.chain, self.options)
+        run.adopt(job.language, job.language_probability)
+        [final] = run.improve([result])
+        job.results.append(final.released())
+        if job.checkpoint is not None:
+            job.checkpoint.add(job.results[-1], job.language_probability)
+
     def finish(self, job: FileJob) -> None:
         """Write one file's outputs, then record it done (or record why it failed)."""
         try:
@@ -208,6 +226,8 @@ class BatchRun:
             self._failed(job, exc)
         else:
             self.state.finished(job.item.uri, job.stats.duration, job.elapsed(), outputs)
+            if job.checkpoint is not None:
+                job.checkpoint.finished()
             self.summary.done += 1
             self.summary.audio_seconds = round(self.summary.audio_seconds + job.stats.duration, 3)
         self.on_progress(job, self.summary)
@@ -220,11 +240,10 @@ class BatchRun:
         self.summary.failures.append({"file": job.item.uri, "error": type(exc).__name__, "message": str(exc)})
 
     def _transcript(self, job: FileJob) -> Transcript:
-        """The file's windows down the fallback chain, in the language its first window settled."""
+        """The file's kept windows, in the language its first window settled."""
         run = TranscriptRun(self.chain, self.options)
         run.adopt(job.language, job.language_probability)
-        results = run.improve(job.results)
-        return run.transcript(results, job.stats.duration, job.item.uri, Timings(total=round(job.elapsed(), 3)))
+        return run.transcript(job.results, job.stats.duration, job.item.uri, Timings(total=round(job.elapsed(), 3)))
 
     @property
     def summary_path(self) -> Path:

@@ -1,7 +1,8 @@
 """Run state in SQLite (WAL): which file is done, failed or pending, so any run can resume.
 
 A file's identity is its URI plus size and version (mtime, ETag…) plus a hash of the options
-that shape its transcript: if any of these change, the file is transcribed again. Outputs are
+that shape its transcript: if any of these change, the file is transcribed again. The finished
+windows of a long file are kept too (`pipeline.checkpoint`), so a killed run resumes inside it. Outputs are
 written (atomically) before a file is marked done, so a run killed at any moment leaves either
 no output or a complete one, and the next run finishes exactly what is missing.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..io.sources.base import SourceItem
+from ..pipeline.checkpoint import WindowLog
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -59,6 +61,7 @@ class RunState:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self.windows = WindowLog(self._db, self._lock)  # finished windows of long files, to resume them
 
     def close(self) -> None:
         with self._lock:
@@ -76,6 +79,8 @@ class RunState:
             if same and row[3] == "failed" and (not retry_failed or row[4] >= max_attempts):
                 return "skip"
             attempts = row[4] if same else 0
+            if not same:  # another version of the file, or other options: what was decoded is no use
+                self._db.execute("DELETE FROM finished_windows WHERE recording = ?", (item.uri,))
             self._db.execute(
                 "INSERT OR REPLACE INTO files (uri, size, version, options, status, attempts, updated_at) "
                 "VALUES (?, ?, ?, ?, 'pending', ?, ?)",

@@ -113,7 +113,13 @@ def _run_with_progress(run: BatchRun) -> BatchSummary:
 
         run.on_progress = update
         run.on_unplanned = lambda name, error: console.print(f"[red]failed[/red] {escape(f'{name}: {error}')}")
+        run.on_resume = _say_resumed
         return run.run()
+
+
+def _say_resumed(job: FileJob) -> None:
+    at = time.strftime("%H:%M:%S", time.gmtime(job.resume_from or 0.0))
+    console.print(f"resuming {escape(job.item.uri)} at {at} ({job.preloaded} windows were done)", highlight=False)
 
 
 def _print_summary(summary: BatchSummary) -> None:

@@ -11,17 +11,16 @@ from dataclasses import dataclass, replace
 from typing import IO, Any, cast
 
 from ..audio.decode import AudioSource, describe_source, iter_audio
-from ..audio.windows import AudioStats, speech_windows
+from ..audio.windows import speech_windows
 from ..core.errors import DattavaniError, EmptyAudioError, InvalidOptionError
 from ..core.options import DecodingOptions, TranscribeOptions, VadOptions
 from ..core.transcript import Timings, Transcript
 from ..engine import AudioWindow, WindowResult
+from ..pipeline.checkpoint import Checkpointer, Resumed
 from ..pipeline.run import TranscriptRun, decode_stream
 from ..pipeline.scheduler import Priority, ScheduledDecoder
 from ..pipeline.transcriber import check_not_empty
 from .model_manager import ModelManager
-
-WindowCallback = Callable[[WindowResult], None]
 
 
 class CancelledError(DattavaniError):
@@ -91,36 +90,55 @@ class TranscriptionService:
         progress: Callable[[float], None] | None = None,
         duration: float | None = None,
         cancel: threading.Event | None = None,
-        on_window: WindowCallback | None = None,
+        on_window: Callable[[WindowResult], None] | None = None,
+        checkpoint: Checkpointer | None = None,
     ) -> Transcript:
-        """Blocking; call from a worker thread, never from the event loop."""
+        """Blocking; call from a worker thread, never from the event loop.
+
+        With a `checkpoint`, decoding resumes after the windows an interrupted run stored, and each
+        new finished window is stored."""
         request.check()
         started = time.perf_counter()
-        stats = AudioStats()
-        blocks = iter_audio(source)
+        resumed = checkpoint.resumed if checkpoint is not None else Resumed([], None, 1.0)
+        stats = resumed.stats(0.0)
+        blocks = iter_audio(source, start=resumed.start)
         first = next(blocks, None)  # bad input fails before any model loads
         options = request.options()
         with contextlib.ExitStack() as stack:
             names = (request.model or "", *request.fallback_models)
             entries = [stack.enter_context(self.models.use(name)) for name in names]
-            chain = [ScheduledDecoder(entry.batcher, priority) for entry in entries]
-            run = TranscriptRun(chain, options)
+            run = TranscriptRun([ScheduledDecoder(entry.batcher, priority) for entry in entries], options)
             run.check()
-            windows = _cancellable(speech_windows(_chain(first, blocks), options.vad, stats=stats), cancel)
-            results: list[WindowResult] = []
-            tracker = _Progress(progress, duration)
-
-            def collect(result: WindowResult) -> None:
-                results.append(result)
-                tracker.update(result)
-                if on_window is not None:
-                    on_window(result)
-
-            decode_stream(run, windows, self.in_flight_windows, collect, lambda future: _wait(future, cancel))
+            run.adopt(resumed.language, resumed.language_probability)
+            windows = speech_windows(_chain(first, blocks), options.vad, offset=resumed.start or 0.0, stats=stats)
+            results = list(resumed.results)
+            collect = _Collector(results, _Progress(progress, duration), run, on_window, checkpoint)
+            decode_stream(
+                run, _cancellable(windows, cancel), self.in_flight_windows, collect, lambda f: _wait(f, cancel)
+            )
         check_not_empty(stats, source)
         total = time.perf_counter() - started
         timings = Timings(inference=round(total, 3), total=round(total, 3))
         return run.transcript(results, stats.duration, describe_source(source), timings)
+
+
+@dataclass
+class _Collector:
+    """Where each finished window goes: the results, the progress, the caller, the checkpoint."""
+
+    results: list[WindowResult]
+    progress: _Progress
+    run: TranscriptRun
+    on_window: Callable[[WindowResult], None] | None
+    checkpoint: Checkpointer | None
+
+    def __call__(self, result: WindowResult) -> None:
+        self.results.append(result)
+        self.progress.update(result)
+        if self.on_window is not None:
+            self.on_window(result)
+        if self.checkpoint is not None:
+            self.checkpoint.add(result, self.run.language.probability)
 
 
 def _cancellable(windows: Iterator[AudioWindow], cancel: threading.Event | None) -> Iterator[AudioWindow]:

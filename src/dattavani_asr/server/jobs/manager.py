@@ -24,6 +24,7 @@ from typing import IO, Any
 from ...core.errors import ConfigError, DattavaniError, EmptyAudioError
 from ...core.transcript import Transcript
 from ...io.writers import write_text_atomic
+from ...pipeline.checkpoint import Checkpointer
 from ...pipeline.scheduler import Priority
 from ..errors import APIError, busy, from_core
 from ..metrics import Metrics
@@ -171,6 +172,9 @@ class JobManager:
                 store.requeue(job_id, "interrupted")
                 log.info("job %s: interrupted by a stop, queued again", job_id)
         live = set(store.ids(("queued", "running")))
+        for recording in store.windows.recordings():
+            if recording.split("/", 1)[0] not in live:
+                store.windows.drop(recording)
         for path in self.uploads.iterdir():
             if path.name not in live:  # finished jobs' uploads, partial downloads, refused uploads
                 path.unlink(missing_ok=True)
@@ -353,8 +357,17 @@ class JobManager:
         stored = dict(job.options["request"])
         stored["fallback_models"] = tuple(stored.get("fallback_models", ()))
         request = TranscriptionRequest(**stored)
+        checkpoint = Checkpointer(self.store.windows, f"{job.id}/{path.stat().st_size}")  # a new download: anew
+        if checkpoint.resumed.results:
+            log.info("job %s resumes at %.1f s", job.id, checkpoint.resumed.start)
         transcript = self.service.transcribe(
-            path, request, priority=Priority.JOB, progress=progress, duration=duration, cancel=active.cancel
+            path,
+            request,
+            priority=Priority.JOB,
+            progress=progress,
+            duration=duration,
+            cancel=active.cancel,
+            checkpoint=checkpoint,
         )
         return replace(transcript, source=_name(job))
 
@@ -364,7 +377,8 @@ class JobManager:
             self._finished(job.id)
 
     def _finished(self, job_id: str) -> None:
-        """After a job is finished: its upload goes, its webhook is sent."""
+        """After a job is finished: its upload and stored windows go, its webhook is sent."""
+        self.store.windows.drop_under(f"{job_id}/")
         for path in (self.upload_path(job_id), self.upload_path(job_id).with_name(f"{job_id}.part")):
             path.unlink(missing_ok=True)
         self._send_webhook(job_id)
