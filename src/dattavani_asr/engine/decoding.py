@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -132,6 +133,8 @@ def generate(
     max_length: int = MAX_TEXT_TOKENS,
 ) -> list[Decoded]:
     """One generate call for a batch; returns the best hypothesis of each item."""
+    if temperature > 0 and options.best_of > 1 and model.device == "cpu":
+        return _best_sampled(model, encoded, prompts, tokenizer, options, temperature, max_length)
     results = model.whisper.generate(
         encoded,
         prompts,
@@ -162,6 +165,30 @@ def generate(
             )
         )
     return decoded
+
+
+def _best_sampled(
+    model: LoadedModel,
+    encoded: Any,
+    prompts: list[list[int]],
+    tokenizer: Any,
+    options: DecodingOptions,
+    temperature: float,
+    max_length: int,
+) -> list[Decoded]:
+    """`best_of` samples drawn one after another, the likeliest of each item kept.
+
+    On a CPU this is as fast as drawing them together, and needs a fifth of the memory: CTranslate2
+    gives every hypothesis its own copy of the encoder output's cross-attention keys and values
+    (~18 MB each for 30 s with tiny), and a 2-hour recording's peak was one such fallback.
+    """
+    single = replace(options, best_of=1)
+    best: list[Decoded] | None = None
+    for _ in range(options.best_of):
+        drawn = generate(model, encoded, prompts, tokenizer, single, temperature, max_length)
+        best = drawn if best is None else [max(a, b, key=lambda d: d.avg_logprob) for a, b in zip(best, drawn)]
+    assert best is not None
+    return best
 
 
 def is_silence(decoded: Decoded, options: DecodingOptions) -> bool:
@@ -212,7 +239,10 @@ def decode_with_fallback(
         if not failing:
             break
         subset = _subset(model, features, encoded, failing)
-        retried = generate(model, subset, [prompts[i] for i in failing], tokenizer, options, temperature, max_length)
+        with model.heavy_step():
+            retried = generate(
+                model, subset, [prompts[i] for i in failing], tokenizer, options, temperature, max_length
+            )
         for index, candidate in zip(failing, retried):
             chosen = candidate if not needs_fallback(candidate, options) else _better(best[index], candidate, options)
             best[index] = chosen

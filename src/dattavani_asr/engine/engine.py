@@ -23,7 +23,7 @@ from .decoding import (
     trimmed,
     window_features,
 )
-from .loader import LoadedModel
+from .loader import LoadedModel, release_heap
 from .segments import split_segments
 
 MAX_TAIL_ROUNDS = 2
@@ -156,6 +156,7 @@ class WhisperEngine:
 
     def _one(self, window: AudioWindow, options: DecodingOptions) -> WindowResult:
         [result], _, _ = self._transcribe([window], options, options.language)
+        release_heap()
         return result
 
     def _transcribe(
