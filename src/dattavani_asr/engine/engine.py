@@ -156,7 +156,8 @@ class WhisperEngine:
 
     def _one(self, window: AudioWindow, options: DecodingOptions) -> WindowResult:
         [result], _, _ = self._transcribe([window], options, options.language)
-        release_heap()
+        if result.decoded.temperature > 0:  # a long sampled decode fragments the heap (see release_heap)
+            release_heap()
         return result
 
     def _transcribe(

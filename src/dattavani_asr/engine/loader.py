@@ -132,11 +132,11 @@ def _glibc() -> Any:
 def release_heap() -> None:
     """Give the C heap's free pages back to the system (glibc's malloc_trim; a no-op elsewhere).
 
-    Called after each window a CPU worker decodes: the decoder's growing key/value caches leave the
-    heap fragmented, and after a rare long decode (a temperature fallback sampling 448 tokens) the
-    process kept ~100 MB it no longer used: a 2-hour recording settled ~100 MB above a 10-minute one.
-    Trimmed after every window, the CLI peaked at 457 MB on 2 hours against 436-440 MB on 10 minutes
-    (480 MB untrimmed), for 0.6 % more wall time.
+    Called after a window whose decode needed the temperature fallback: sampling up to 448 tokens
+    leaves the heap fragmented, and after one such window the process kept ~100 MB it no longer used
+    for the rest of the run (a 2-hour recording settled ~100 MB above a 10-minute one). Trimming after
+    every window flattened that as well but cost 8 % of the wall time (pages given back, then faulted
+    in again for the next window); after fallback windows only (about 1 in 100), it costs nothing.
     """
     libc = _glibc()
     if libc is not None:
