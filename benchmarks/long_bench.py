@@ -331,10 +331,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = run_system(system, args, path, folder)
             results.append(score(result, utterances, args.languages.split(",")[0]) if result["rc"] == 0 else result)
             print(f"  {result['wall_s']:.1f} s, rc {result['rc']}", file=sys.stderr)
+    spacing = (
+        f"one clip every {args.sparse:g} s"
+        if args.sparse
+        else f"gaps 0.4-1.5 s, {PAUSE_S:.0f} s pause every {PAUSE_EVERY_S / 60:.0f} min"
+    )
     setup = (
         f"{audio_s / 60:.1f} min of audio: {len(utterances)} utterances of the {args.languages} clips of "
-        f"{args.audio} (levels {args.levels} dBFS ± 3, gaps 0.4-1.5 s, {PAUSE_S:.0f} s pause every "
-        f"{PAUSE_EVERY_S / 60:.0f} min, noise floor {NOISE_DBFS:.0f} dBFS), model {args.model}, beam {args.beam_size}. "
+        f"{args.audio} (levels {args.levels} dBFS ± 3, {spacing}, noise floor {NOISE_DBFS:.0f} dBFS), "
+        f"model {args.model}, beam {args.beam_size}. "
         f"CPU: {cpu_name()} ({os.cpu_count()} cores). {versions_text()}."
     )
     text = "\n".join([setup, "", *table(results, audio_s, len(utterances))]) + "\n"
