@@ -188,9 +188,10 @@ class BatchRun:
         """The model chain (fallbacks load here, on this machine), checked; the options the engine decodes with."""
         fallbacks = [EngineDecoder(self.transcriber.engine(name)) for name in self.options.fallback_models]
         self.chain = [EngineDecoder(engine), *fallbacks]
-        TranscriptRun(self.chain, self.options).check()
+        run = TranscriptRun(self.chain, self.options)
+        run.check()
         decoding = decoding_for(self.chain[0], self.options.decoding, self.options.decoding.language)
-        return replace(self.options, decoding=decoding)
+        return replace(self.options, decoding=decoding, vad=run.vad())
 
     def _engine(self) -> Any:
         """The local engine, or engine replicas on the Ray cluster given by --ray."""

@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from ..core.options import DecodingOptions, TranscribeOptions
+from ..core.options import DecodingOptions, TranscribeOptions, VadOptions
 from ..core.transcript import Segment, Timings, Transcript
 from ..engine import AudioWindow, WindowResult
 
@@ -60,6 +60,22 @@ def trims_encoder(configured: bool | None, multilingual: bool) -> bool:
     over HTTP it dropped words that the full context kept).
     """
     return configured if configured is not None else not multilingual
+
+
+TRIMMED_WINDOW_SECONDS = 15.0
+
+
+def window_vad(vad: VadOptions | None, trims: bool) -> VadOptions | None:
+    """How speech is cut into windows for a model: at most 15 s when its encoder context is trimmed.
+
+    The encoder's cost grows faster than its context (tiny.en here: 15 s 0.11 s, 30 s 0.45 s), so two
+    15-s windows encode in half the time of one 30-s window. On a 60-min recording of many speakers
+    (tiny.en, 2 cores): 78 s at WER 6.8 % against 98 s at 7.3 % with 30-s windows. A model that
+    always encodes 30 s (multilingual ones) keeps 30-s windows: shorter ones would only add decodes.
+    """
+    if vad is None or not trims:
+        return vad
+    return replace(vad, max_window_s=min(vad.max_window_s, TRIMMED_WINDOW_SECONDS))
 
 
 def decoding_for(decoder: WindowDecoder, options: DecodingOptions, language: str | None) -> DecodingOptions:
@@ -139,6 +155,12 @@ class TranscriptRun:
             return
         code, probability = decoder.detect(first)
         self.language = Language(code, probability, detected=True)
+
+    def vad(self) -> VadOptions | None:
+        """The VAD options the audio is cut into windows with, for the first model (`window_vad`)."""
+        return window_vad(
+            self.options.vad, trims_encoder(self.options.decoding.trim_encoder, self.chain[0].multilingual)
+        )
 
     def decoding(self, level: int = 0) -> DecodingOptions:
         """The options the model at `level` of the chain decodes with."""

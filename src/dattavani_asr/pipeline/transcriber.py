@@ -137,7 +137,7 @@ class Transcriber:
             if progress is not None:
                 progress(result.window.end)
 
-        windows = speech_windows(blocks, options.vad, offset=options.start or 0.0, stats=stats)
+        windows = speech_windows(blocks, run.vad(), offset=options.start or 0.0, stats=stats)
         decode_stream(run, windows, in_flight=max(2, options.batch_size), on_result=collect)
         check_not_empty(stats, source)
         total = time.perf_counter() - started

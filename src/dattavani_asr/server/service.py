@@ -110,7 +110,7 @@ class TranscriptionService:
             run = TranscriptRun([ScheduledDecoder(entry.batcher, priority) for entry in entries], options)
             run.check()
             run.adopt(resumed.language, resumed.language_probability)
-            windows = speech_windows(_chain(first, blocks), options.vad, offset=resumed.start or 0.0, stats=stats)
+            windows = speech_windows(_chain(first, blocks), run.vad(), offset=resumed.start or 0.0, stats=stats)
             results = list(resumed.results)
             collect = _Collector(results, _Progress(progress, duration), run, on_window, checkpoint)
             decode_stream(
