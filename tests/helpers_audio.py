@@ -100,3 +100,16 @@ def run_cli(
     return subprocess.run(
         [*cli_command(), *args], cwd=cwd, env=cli_env(env), capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+def write_wav16(path: Path, samples: np.ndarray) -> Path:
+    """16 kHz float samples as a 16-bit mono WAV."""
+    import wave
+
+    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes(pcm.tobytes())
+    return path

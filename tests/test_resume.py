@@ -7,7 +7,6 @@ import signal
 import sqlite3
 import subprocess
 import time
-import wave
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from dattavani_asr.core.types import AudioWindow, Decoded, RawSegment, WindowRes
 from dattavani_asr.evaluation import word_error_rate
 from dattavani_asr.pipeline.checkpoint import CHECKPOINT_AFTER_SECONDS, Checkpointer, WindowLog
 from dattavani_asr.server import ServerSettings, create_app
-from helpers_audio import cli_command, cli_env
+from helpers_audio import cli_command, cli_env, write_wav16
 
 DATA = Path(__file__).parent / "data"
 CLIPS = [*sorted((DATA / "fleurs").glob("fleurs-en-*.ogg")), DATA / "misc" / "jfk.flac"]
@@ -32,14 +31,7 @@ def long_recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """~170 s of real English speech (five FLEURS clips and JFK, three times, 0.7-s pauses)."""
     gap = np.zeros(int(0.7 * SAMPLE_RATE), dtype=np.float32)
     pieces = [part for path in CLIPS * 3 for part in (decode_audio(path), gap)]
-    samples = (np.clip(np.concatenate(pieces), -1, 1) * 32767).astype("<i2")
-    path = tmp_path_factory.mktemp("long") / "talk.wav"
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes(samples.tobytes())
-    return path
+    return write_wav16(tmp_path_factory.mktemp("long") / "talk.wav", np.concatenate(pieces))
 
 
 def _result(offset: float, seconds: float, text: str) -> WindowResult:

@@ -33,7 +33,7 @@ from dattavani_asr.server import ServerSettings, create_app
 from dattavani_asr.server.jobs import download as download_module
 from dattavani_asr.server.jobs.store import JobStore, NewJob
 from dattavani_asr.server.webhooks import CircuitBreaker, Delivery, WebhookSender
-from helpers_audio import cli_command, cli_env
+from helpers_audio import cli_command, cli_env, write_wav16
 from http_server import serve_files
 
 DATA = Path(__file__).parent / "data"
@@ -87,14 +87,7 @@ def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """~100 s of real English speech (FLEURS + JFK, twice): long enough to be caught running."""
     gap = np.zeros(SAMPLE_RATE // 2, dtype=np.float32)
     pieces = [part for path in [*FLEURS_EN, JFK] * 2 for part in (decode_audio(path), gap)]
-    samples = (np.clip(np.concatenate(pieces), -1, 1) * 32767).astype("<i2")
-    path = tmp_path_factory.mktemp("clips") / "long.wav"
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes(samples.tobytes())
-    return path
+    return write_wav16(tmp_path_factory.mktemp("clips") / "long.wav", np.concatenate(pieces))
 
 
 # ---- submit, poll, results, list
