@@ -21,7 +21,7 @@ from dattavani_asr import Transcriber
 from dattavani_asr.audio.decode import SAMPLE_RATE, decode_audio
 from dattavani_asr.core.transcript import Word
 from dattavani_asr.evaluation import word_error_rate
-from dattavani_asr.pipeline.live import PcmDecoder, agreed_prefix
+from dattavani_asr.pipeline.live import PcmDecoder, _without_squeezed_repeat, agreed_prefix
 from dattavani_asr.server import ServerSettings, create_app
 
 JFK_REFERENCE = load_manifest()[0]["reference"]
@@ -203,6 +203,20 @@ def test_agreed_prefix_ignores_case_and_punctuation() -> None:
         return [Word(i, i + 1, " " + w, 1.0) for i, w in enumerate(text.split())]
 
     assert [w.word for w in agreed_prefix(words("ask not what"), words("Ask not, where is"))] == [" Ask", " not,"]
+
+
+def test_repeat_squeezed_into_the_window_end_is_dropped() -> None:
+    """Whisper repeats the last words of a window cut mid-sentence (base on FLEURS de, seen live)."""
+
+    def words(*timed: tuple[str, float, float]) -> list[str]:
+        kept = _without_squeezed_repeat([Word(start, end, " " + text, 0.9) for text, start, end in timed])
+        return [w.word.strip() for w in kept]
+
+    hallucinated = words(("Ufer", 10.94, 11.44), ("von", 11.44, 12.24), ("Kowloon", 12.24, 13.04),
+                         ("von", 13.04, 13.28), ("Kowloon.", 13.28, 13.28))  # fmt: skip
+    assert hallucinated == ["Ufer", "von", "Kowloon"]
+    said = words(("thank", 1.0, 1.3), ("you", 1.3, 1.6), ("thank", 1.7, 2.0), ("you", 2.0, 2.3))
+    assert said == ["thank", "you", "thank", "you"]
 
 
 @pytest.mark.base

@@ -58,6 +58,7 @@ ONSET_SECONDS = 1.0  # partials of an utterance's first second of speech are dec
 OWN_DECODE_SHARE = 1.25  # a session decodes at most 80 % of the time
 PARTIAL_SHARE = 0.5  # of the engine's time, for the partials of all its live sessions together
 MIN_LOOP_WORDS, LOOP_COPIES = 3, 3  # a phrase of 3+ words said 3 times back to back is a decoding loop
+SQUEEZED_SHARE = 0.4  # a repeat timed in under 40 % of the first copy's time holds no speech of its own
 MIN_ECHO_WORDS = 4  # a shorter run of words like the last final's end must repeat it exactly
 MIN_COLLAPSED_WORDS = 3  # words a collapsed decode lost, at least
 HEARD_PAUSE_SECONDS = 0.25  # silence after the last word that shows a decode heard an utterance end
@@ -205,6 +206,22 @@ def _without_loops(words: list[Word]) -> list[Word]:
                 rest = start + copies * size
                 rest += _common_prefix(norms[rest : rest + size], phrase)
                 return _without_loops(words[: start + size] + words[rest:])
+    return words
+
+
+def _without_squeezed_repeat(words: list[Word]) -> list[Word]:
+    """The words without a trailing copy of the words just before it that alignment squeezed into
+    a fraction of their time: Whisper repeats the last words of a window cut mid-sentence ("von
+    Kowloon von Kowloon." with the copy in 0.24 s for 1.6 s), while a repeat that is said takes about
+    as long as the first time."""
+    norms = [_norm(word.word) for word in words]
+    for size in range(1, len(words) // 2 + 1):
+        first, copy = words[-2 * size : -size], words[-size:]
+        if norms[-2 * size : -size] != norms[-size:]:
+            continue
+        spoken = first[-1].end - first[0].start
+        if copy[-1].end - copy[0].start < SQUEEZED_SHARE * spoken:
+            return words[:-size]
     return words
 
 
@@ -368,7 +385,7 @@ class StreamSession:
         self._note_decode(seconds)
         logger.debug("decoded %.2f-%.2f s (priority %d) in %.3f s", start, end, priority, seconds)
         words = [w for w in _words(result) if (w.start + w.end) / 2 >= since and w.start < end]
-        return _without_loops(self._without_repeated_tail(words))
+        return _without_squeezed_repeat(_without_loops(self._without_repeated_tail(words)))
 
     def _note_decode(self, seconds: float) -> None:
         """Keep a smoothed decode time: one slow decode (a fallback, a busy moment) must not
