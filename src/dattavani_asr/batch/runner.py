@@ -11,13 +11,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import DattavaniError
+from ..core.errors import DattavaniError, InvalidOptionError
 from ..core.options import TranscribeOptions
 from ..core.transcript import Timings, Transcript
 from ..engine import WindowResult
 from ..io.sources import Sink, Source, SourceItem, expand_all, output_sink
 from ..io.writers import OUTPUT_SUBDIR, render, write_text_atomic
 from ..pipeline.checkpoint import Checkpointer
+from ..pipeline.routing import RoutedEngine, parse_routes
 from ..pipeline.run import EngineDecoder, TranscriptRun, WindowDecoder, decoding_for
 from ..pipeline.transcriber import Transcriber, check_not_empty
 from .jobs import FileJob
@@ -195,6 +196,12 @@ class BatchRun:
 
     def _engine(self) -> Any:
         """The local engine, or engine replicas on the Ray cluster given by --ray."""
+        routes = parse_routes(self.transcriber.model_name)
+        if routes is not None:
+            if self.config.ray_address is not None:
+                raise InvalidOptionError("a model per language (lang=model,…) runs locally only, not with --ray")
+            engines = {name: self.transcriber.engine(name) for name in routes.models}
+            return RoutedEngine(routes, engines, self.options.decoding)
         if self.config.ray_address is None:
             return self.transcriber.engine()
         from .ray_engine import RayEngine

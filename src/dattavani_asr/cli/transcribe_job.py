@@ -119,6 +119,8 @@ class TranscribeJob:
 
     def _one(self, item: Input, *, keep_suffix: bool) -> None:
         transcript = self._transcribe_url(item.spec) if item.is_url else self._transcribe(item.path, item.path.name)
+        for warning in transcript.warnings:  # on stderr, whatever the output
+            console.print(f"[yellow]warning:[/yellow] {escape(item.spec)}: {escape(warning)}", highlight=False)
         if self.to_stdout:
             write_stdout(transcript, self.formats[0])
             return

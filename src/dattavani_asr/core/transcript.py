@@ -28,6 +28,8 @@ class Segment:
     tokens: tuple[int, ...] = ()
     words: tuple[Word, ...] = ()
     model: str = ""
+    language: str = ""  # of the window it came from ("" when older results did not record it)
+    wrong_script: bool = False  # written largely in a script that is neither its language's nor Latin
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Segment:
@@ -59,6 +61,7 @@ class Transcript:
     task: str = "transcribe"
     source: str = ""
     timings: Timings = field(default_factory=Timings)
+    warnings: tuple[str, ...] = ()  # what the user must know about this text (wrong script, no text)
 
     @property
     def text(self) -> str:
@@ -79,12 +82,14 @@ class Transcript:
         values["segments"] = tuple(Segment.from_dict(segment) for segment in data.get("segments", ()))
         timings = data.get("timings") or {}
         values["timings"] = Timings(**{name: timings[name] for name in _field_names(Timings) if name in timings})
+        values["warnings"] = tuple(str(warning) for warning in data.get("warnings", ()))
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["text"] = self.text
         data["segments"] = list(data["segments"])
+        data["warnings"] = list(data["warnings"])
         for segment in data["segments"]:
             segment["tokens"] = list(segment["tokens"])
             segment["words"] = list(segment["words"])

@@ -14,6 +14,7 @@ from ..audio.decode import SAMPLE_RATE
 from ..core.options import DecodingOptions
 from ..core.types import AudioWindow, Decoded
 from .loader import LoadedModel
+from .script_tokens import foreign_script_tokens
 
 WINDOW_SAMPLES = 30 * SAMPLE_RATE
 TRIM_MARGIN_SECONDS = 5.0
@@ -106,10 +107,13 @@ def build_prompt(tokenizer: Any, options: DecodingOptions) -> list[int]:
 
 
 def suppressed_tokens(tokenizer: Any) -> list[int]:
-    """Non-speech symbols and special tokens, as faster-whisper and openai/whisper suppress."""
+    """Non-speech symbols and special tokens, as faster-whisper and openai/whisper suppress, and the
+    tokens of scripts the language is not written in (see script_tokens)."""
     specials = [tokenizer.transcribe, tokenizer.translate, tokenizer.sot, tokenizer.sot_prev, tokenizer.sot_lm]
     specials.append(tokenizer.no_speech)
-    return sorted(set(tokenizer.non_speech_tokens) | set(specials))
+    language = tokenizer.language_code if tokenizer.task == tokenizer.transcribe else None  # not when translating
+    foreign = foreign_script_tokens(tokenizer.tokenizer, language)
+    return sorted(set(tokenizer.non_speech_tokens) | set(specials) | foreign)
 
 
 def _sampling_kwargs(options: DecodingOptions, temperature: float) -> dict[str, Any]:

@@ -169,6 +169,8 @@ class WhisperEngine:
         the window edge, a quiet final sentence). Like openai/whisper's seek, the untranscribed
         rest of such windows is decoded again, in one batch per round.
         """
+        if not self.model.timestamps:  # a fine-tune that never learned them: each window decoded whole
+            options = replace(options, without_timestamps=True, retry_tail=False)
         results, language, probability = self._decode(windows, options, language)
         active = list(range(len(results)))
         for _ in range(MAX_TAIL_ROUNDS if options.retry_tail else 0):
@@ -248,7 +250,11 @@ class WhisperEngine:
             [] if is_silence(item, options) else split_segments(item.tokens, window, tokenizer)
             for item, window in zip(decoded, windows)
         ]
-        segments = self._aligned(encoded, windows, segments, decoded, tokenizer, options.word_timestamps)
+        # without timestamps, the segments' times come from their words
+        timed_by_words = options.word_timestamps or options.without_timestamps
+        segments = self._aligned(encoded, windows, segments, decoded, tokenizer, timed_by_words)
+        if timed_by_words and not options.word_timestamps:
+            segments = [[replace(s, words=()) for s in window_segments] for window_segments in segments]
         results = [
             WindowResult(
                 window=window,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import ModelError
+from ..imported import ModelCard
 from ..models import resolve
 from .device import resolve_compute_type, resolve_device
 
@@ -44,6 +45,7 @@ class LoadedModel:
     feature_extractor: Any
     load_seconds: float
     workers: int = 1  # windows decoded at the same time (CTranslate2 inter_threads)
+    timestamps: bool = True  # False: a fine-tune that never learned timestamp tokens (see engine)
     _tokenizers: dict[tuple[str, str | None], Any] = field(default_factory=dict, repr=False)
     _executor: ThreadPoolExecutor | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -174,7 +176,11 @@ def _load(name: str, path: Path, device: str, compute_type: str, cpu_threads: in
     extractor = FeatureExtractor(feature_size=_n_mels(path, whisper.n_mels))
     seconds = time.perf_counter() - started
     log.info("loaded model %s (%s, %s, %d workers) in %.2f s", name, device, whisper.compute_type, workers, seconds)
-    return LoadedModel(name, path, device, whisper.compute_type, whisper, hf_tokenizer, extractor, seconds, workers)
+    card = ModelCard.read(path)
+    timestamps = card.timestamps if card is not None else True
+    return LoadedModel(
+        name, path, device, whisper.compute_type, whisper, hf_tokenizer, extractor, seconds, workers, timestamps
+    )
 
 
 def load_model(

@@ -58,12 +58,35 @@ def _timed_runs(tokens: list[int], timestamp_begin: int) -> list[tuple[float | N
     return runs
 
 
+SENTENCE_ENDS = (".", "?", "!", "\u0964", "\u0965")  # Latin, and the Devanagari danda / double danda
+MIN_SENTENCE_TOKENS = 3
+
+
+def sentences(tokens: list[int], tokenizer: Any) -> list[list[int]]:
+    """Text tokens cut after each sentence end: the segments of a decode without timestamps (their
+    times then come from the words' alignment)."""
+    pieces: list[list[int]] = [[]]
+    for token in tokens:
+        pieces[-1].append(token)
+        ended = tokenizer.decode(pieces[-1]).rstrip().endswith(SENTENCE_ENDS)
+        if ended and len(pieces[-1]) >= MIN_SENTENCE_TOKENS:
+            pieces.append([])
+    return [piece for piece in pieces if piece]
+
+
+def _runs(content: list[int], tokenizer: Any) -> list[tuple[float | None, float | None, list[int]]]:
+    runs = _timed_runs(content, tokenizer.timestamp_begin)
+    if len(runs) == 1 and runs[0][0] is None and runs[0][1] is None:  # decoded without timestamps
+        return [(None, None, piece) for piece in sentences(runs[0][2], tokenizer)]
+    return runs
+
+
 def split_segments(tokens: tuple[int, ...], window: AudioWindow, tokenizer: Any) -> list[RawSegment]:
     """Timed segments in source time; text after the last timestamp runs to the window's end."""
     content = [t for t in tokens if t != tokenizer.eot]
     segments: list[RawSegment] = []
     previous_end = max(0.0, window.speech_start - ONSET_TOLERANCE)
-    for start, end, run_tokens in _timed_runs(content, tokenizer.timestamp_begin):
+    for start, end, run_tokens in _runs(content, tokenizer):
         text_tokens = cut_repetition_loops(run_tokens)
         text = tokenizer.decode(text_tokens)
         if not any(character.isalnum() for character in text):  # blank, or only punctuation ('. . .')

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from ..core.options import DecodingOptions, TranscribeOptions, VadOptions
 from ..core.transcript import Segment, Timings, Transcript
 from ..engine import AudioWindow, WindowResult
+from .guard import flag_segments, script_warnings
 
 log = logging.getLogger(__name__)
 
@@ -162,10 +163,17 @@ class TranscriptRun:
             self.options.vad, trims_encoder(self.options.decoding.trim_encoder, self.chain[0].multilingual)
         )
 
-    def decoding(self, level: int = 0) -> DecodingOptions:
-        """The options the model at `level` of the chain decodes with."""
-        language = self.language.code
-        if level > 0 and not (self.options.decoding.language or self.language.detected):
+    @property
+    def per_window(self) -> bool:
+        """Whether each window has its own language (a model per language: pipeline.routing)."""
+        return bool(getattr(self.chain[0], "per_window_language", False))
+
+    def decoding(self, level: int = 0, window_language: str | None = None) -> DecodingOptions:
+        """The options the model at `level` of the chain decodes with (for a window in `window_language`)."""
+        if level == 0 and self.per_window:  # the router settles each window's language and model options
+            return self.options.decoding
+        language = window_language if self.per_window else self.language.code
+        if level > 0 and not (self.options.decoding.language or self.language.detected or self.per_window):
             language = None  # an English-only first model cannot tell: the fallback detects
         return decoding_for(self.chain[level], self.options.decoding, language)
 
@@ -181,13 +189,17 @@ class TranscriptRun:
             weak = [i for i, r in enumerate(improved) if r.segments and r.confidence < self.options.min_confidence]
             if not weak:
                 break
-            futures = self.chain[level].submit([improved[i].window for i in weak], self.decoding(level))
+            futures = [self._retry(level, improved[i]) for i in weak]
             for index, future in zip(weak, futures):
                 candidate = future.result()
                 if candidate.confidence > improved[index].confidence:
                     log.info("fallback %s replaced the window at %.1f s", candidate.model, candidate.window.offset)
                     improved[index] = candidate
         return improved
+
+    def _retry(self, level: int, result: WindowResult) -> Future[WindowResult]:
+        [future] = self.chain[level].submit([result.window], self.decoding(level, result.language))
+        return future
 
     def decode(self, windows: list[AudioWindow]) -> list[WindowResult]:
         """Blocking: decode windows on the first model, then down the fallback chain."""
@@ -196,9 +208,14 @@ class TranscriptRun:
     def transcript(
         self, results: Sequence[WindowResult], duration: float, source: str, timings: Timings | None = None
     ) -> Transcript:
+        segments = segments_from_results(results)
+        language = (self.per_window and main_language(segments)) or self.language.code or "en"
+        segments = flag_segments(segments, language)
+        spoken = sum(1 for result in results if result.window.speech_end is not None)  # VAD heard speech
         return Transcript(
-            segments=segments_from_results(results),
-            language=self.language.code or "en",
+            segments=segments,
+            warnings=script_warnings(segments, language, self.chain[0].name, spoken),
+            language=language,
             language_probability=self.language.probability,
             duration=round(duration, 3),
             model=self.chain[0].name,
@@ -232,6 +249,14 @@ def decode_stream(
             future.cancel()
 
 
+def main_language(segments: Sequence[Segment]) -> str | None:
+    """The language most of the speech is in (by segment time), when windows have their own."""
+    spoken: dict[str, float] = {}
+    for segment in segments:
+        spoken[segment.language] = spoken.get(segment.language, 0.0) + segment.end - segment.start
+    return max(spoken, key=spoken.__getitem__) if spoken else None
+
+
 def segments_from_results(results: Sequence[WindowResult]) -> tuple[Segment, ...]:
     """Numbered segments, in time order, from the engine's window results."""
     pairs = sorted(((s, r) for r in results for s in r.segments), key=lambda pair: pair[0].start)
@@ -253,4 +278,5 @@ def _segment(index: int, raw: Any, result: WindowResult) -> Segment:
         tokens=raw.tokens,
         words=raw.words,
         model=result.model,
+        language=result.language,
     )

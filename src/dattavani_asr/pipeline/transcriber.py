@@ -19,7 +19,8 @@ from ..core.options import DecodingOptions, TranscribeOptions, VadOptions
 from ..core.transcript import Timings, Transcript
 from ..engine import WindowResult
 from ..models import DEFAULT_MODEL
-from .run import EngineDecoder, TranscriptRun, decode_stream
+from .routing import routed
+from .run import EngineDecoder, TranscriptRun, WindowDecoder, decode_stream
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +112,10 @@ class Transcriber:
         )
         return WhisperEngine(loaded)
 
-    def chain(self, options: TranscribeOptions) -> list[EngineDecoder]:
-        """The model, then each fallback model, loaded."""
-        return [EngineDecoder(self.engine(name)) for name in (self.model_name, *options.fallback_models)]
+    def chain(self, options: TranscribeOptions) -> list[WindowDecoder]:
+        """The model (or a model per language: `kn=kannada-small,*=base`), then each fallback model, loaded."""
+        first = routed(self.model_name, lambda name: EngineDecoder(self.engine(name)))
+        return [first, *(EngineDecoder(self.engine(name)) for name in options.fallback_models)]
 
     def transcribe(
         self,

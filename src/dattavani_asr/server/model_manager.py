@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import InvalidOptionError
-from ..models import HUB_ALIASES, REGISTRY
+from ..imported import imported_models
+from ..models import HUB_ALIASES, REGISTRY, default_cache_dir
+from ..pipeline.routing import Routes, parse_routes
 from ..pipeline.scheduler import BatchObserver, DynamicBatcher
 from .settings import ServerSettings
 
@@ -54,15 +56,20 @@ class ModelManager:
         self._reaper.start()
 
     def canonical(self, requested: str | None) -> str:
-        """The model a request means: `whisper-1` and no model mean the default; others must be offered."""
+        """The model a request means: `whisper-1` and no model mean the default; others must be offered.
+        A model per language (`kn=kannada-small,*=base`) is checked model by model."""
         if not requested or requested in OPENAI_ALIASES:
             return self.settings.default_model
+        routes = parse_routes(requested)
+        if routes is not None:
+            return str(Routes(tuple((language, self.canonical(model)) for language, model in routes.by_language)))
         if requested not in self.available():
             raise ModelNotFoundError(f"model {requested!r} not found; available: {', '.join(self.available())}")
         return requested
 
     def available(self) -> list[str]:
-        names = [self.settings.default_model, *self.settings.preload, *REGISTRY, *HUB_ALIASES]
+        imported = [card.name for card, _ in imported_models(self.settings.cache_dir or default_cache_dir())]
+        names = [self.settings.default_model, *self.settings.preload, *REGISTRY, *imported, *HUB_ALIASES]
         return list(dict.fromkeys(names))
 
     def loaded(self) -> dict[str, LoadedEntry]:

@@ -17,6 +17,7 @@ from ..core.options import DecodingOptions, TranscribeOptions, VadOptions
 from ..core.transcript import Timings, Transcript
 from ..engine import AudioWindow, WindowResult
 from ..pipeline.checkpoint import Checkpointer, Resumed
+from ..pipeline.routing import routed
 from ..pipeline.run import TranscriptRun, decode_stream
 from ..pipeline.scheduler import Priority, ScheduledDecoder
 from ..pipeline.transcriber import check_not_empty
@@ -105,9 +106,12 @@ class TranscriptionService:
         first = next(blocks, None)  # bad input fails before any model loads
         options = request.options()
         with contextlib.ExitStack() as stack:
-            names = (request.model or "", *request.fallback_models)
-            entries = [stack.enter_context(self.models.use(name)) for name in names]
-            run = TranscriptRun([ScheduledDecoder(entry.batcher, priority) for entry in entries], options)
+
+            def decoder(name: str) -> ScheduledDecoder:
+                return ScheduledDecoder(stack.enter_context(self.models.use(name)).batcher, priority)
+
+            model = routed(request.model or "", decoder)  # a model per language, or one model
+            run = TranscriptRun([model, *(decoder(name) for name in request.fallback_models)], options)
             run.check()
             run.adopt(resumed.language, resumed.language_probability)
             windows = speech_windows(_chain(first, blocks), run.vad(), offset=resumed.start or 0.0, stats=stats)
