@@ -370,6 +370,14 @@ def corpus_wer(items: list[Item], texts: dict[str, str]) -> float:
     return float(jiwer.wer(refs, hyps))
 
 
+def corpus_cer(items: list[Item], texts: dict[str, str]) -> float:
+    """Character error rate over the items of one language (scripts where a word is many letters)."""
+    from dattavani_asr.evaluation import character_error_rate
+
+    return character_error_rate([item.reference for item in items], [texts[item.id] or "<empty>" for item in items],
+                                items[0].lang)  # fmt: skip
+
+
 def summarise(result: dict[str, Any], items: list[Item]) -> dict[str, Any]:
     texts = {f["id"]: f["text"] for f in result["files"]}
     audio = sum(item.duration for item in items)
@@ -382,6 +390,9 @@ def summarise(result: dict[str, Any], items: list[Item]) -> dict[str, Any]:
     }
     result.update(files_n=len(items), audio_s=audio, wall_s=wall, rtf=wall / audio, wer=corpus_wer(items, texts))
     result["wer_by_lang"] = by_lang
+    result["cer_by_lang"] = {
+        lang: corpus_cer([i for i in items if i.lang == lang], texts) for lang in sorted({i.lang for i in items})
+    }
     return result
 
 
@@ -483,6 +494,7 @@ def version_of(package: str) -> str:
 
 def summary_table(results: list[dict[str, Any]], languages: list[str]) -> list[str]:
     lang_cols = [f"WER {lang} %" for lang in languages] if len(languages) > 1 else []
+    lang_cols += [f"CER {lang} %" for lang in languages]  # the measure for scripts of long words (kn, hi)
     head = [
         "system",
         "files",
@@ -503,7 +515,8 @@ def summary_table(results: list[dict[str, Any]], languages: list[str]) -> list[s
             reason = r.get("skipped") or "error: " + (r["error"].splitlines() or ["?"])[-1][:100]
             lines.append(f"| {LABELS[r['system']]} | {reason} |" + " |" * (len(head) - 2))
             continue
-        per_lang = [pct(r["wer_by_lang"].get(lang)) for lang in languages] if lang_cols else []
+        per_lang = [pct(r["wer_by_lang"].get(lang)) for lang in languages] if len(languages) > 1 else []
+        per_lang += [pct(r.get("cer_by_lang", {}).get(lang)) for lang in languages]
         cells = [LABELS[r["system"]], str(r["files_n"]), f"{r['audio_s']:.1f}", f"{r['load_s']:.2f}"]
         first = f"{r['warmup_s']:.2f}" if "warmup_s" in r else "-"
         cells += [
@@ -670,6 +683,7 @@ def versus_ours(result: dict[str, Any], ours: dict[str, Any] | None) -> list[str
 
 def long_table(results: list[dict[str, Any]], languages: list[str]) -> list[str]:
     lang_cols = [f"WER {lang} %" for lang in languages] if len(languages) > 1 else []
+    lang_cols += [f"CER {lang} %" for lang in languages]  # the measure for scripts of long words (kn, hi)
     head = ["system", "audio s", "load s", "wall s", "CPU s", "RTF", "peak RSS MB", "WER %", *lang_cols]
     head += ["wall / ours", "RSS / ours", "WER - ours"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]

@@ -175,3 +175,11 @@ def test_decodes_without_timestamps_split_at_sentence_ends(tiny: Transcriber) ->
     tokens = tokenizer.encode(" Ask not what your country can do. Ask what you can do! Fine")
     pieces = [tokenizer.decode(piece).strip() for piece in sentences(tokens, tokenizer)]
     assert pieces == ["Ask not what your country can do.", "Ask what you can do!", "Fine"]
+
+
+def test_indic_scores_keep_vowel_signs() -> None:
+    from dattavani_asr.evaluation import character_error_rate, normalize, word_error_rate
+
+    assert normalize("ಕನ್ನಡ, ಭಾಷೆ।", "kn") == "ಕನ್ನಡ ಭಾಷೆ" and normalize("नमस्ते।\u200d", "hi") == "नमस्ते"
+    assert word_error_rate(["ಕನ್ನಡ ಭಾಷೆ"], ["ಕನನಡ ಭಾಷೆ"], "kn") == 0.5  # a lost virama is a wrong word
+    assert 0 < character_error_rate(["ಕನ್ನಡ ಭಾಷೆ"], ["ಕನನಡ ಭಾಷೆ"], "kn") < 0.2
