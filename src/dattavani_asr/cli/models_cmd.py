@@ -51,6 +51,12 @@ def _list_imported(cache: Path | None) -> None:
 def install(name: NameArgument, config: ConfigOption = None) -> None:
     """Assemble a registry model, or download a hub model or a recommended checkpoint, into the cache."""
     cache = settings_for(config).cache_dir
+    if name in CATALOG:
+        from ..importing import install_checkpoint
+
+        path = install_checkpoint(name, cache or models.default_cache_dir())
+        console.print(escape(f"model {name} ready at {path}"), highlight=False)
+        return
     path = models.install(name, cache)
     if name in models.REGISTRY:
         models.verify(name, cache)
