@@ -183,3 +183,14 @@ def test_indic_scores_keep_vowel_signs() -> None:
     assert normalize("ಕನ್ನಡ, ಭಾಷೆ।", "kn") == "ಕನ್ನಡ ಭಾಷೆ" and normalize("नमस्ते।\u200d", "hi") == "नमस्ते"
     assert word_error_rate(["ಕನ್ನಡ ಭಾಷೆ"], ["ಕನನಡ ಭಾಷೆ"], "kn") == 0.5  # a lost virama is a wrong word
     assert 0 < character_error_rate(["ಕನ್ನಡ ಭಾಷೆ"], ["ಕನನಡ ಭಾಷೆ"], "kn") < 0.2
+
+
+def test_a_live_stream_refuses_a_model_per_language(tmp_path: Path) -> None:
+    from starlette.websockets import WebSocketDisconnect
+
+    with TestClient(create_app(ServerSettings(data_dir=tmp_path / "data"))) as http:  # type: ignore[call-arg]
+        with http.websocket_connect("/v1/stream?model=en%3Dtiny.en%2C%2A%3Dbase") as ws:
+            event = ws.receive_json()
+            assert event["type"] == "error" and "one model" in event["message"]
+            with pytest.raises(WebSocketDisconnect):
+                ws.receive_json()

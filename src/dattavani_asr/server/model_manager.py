@@ -84,6 +84,10 @@ class ModelManager:
     @contextmanager
     def use(self, name: str) -> Iterator[LoadedEntry]:
         """The loaded entry for `name`, loading it first if needed; kept loaded while in use."""
+        if parse_routes(name) is not None:  # files route through pipeline.routing; a live session has one model
+            raise InvalidOptionError(
+                f"{name!r}: a model per language is for files and jobs; a live stream takes one model"
+            )
         entry = self._get_or_load(self.canonical(name))
         try:
             yield entry
