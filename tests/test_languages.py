@@ -188,9 +188,9 @@ def test_indic_scores_keep_vowel_signs() -> None:
 def test_a_live_stream_refuses_a_model_per_language(tmp_path: Path) -> None:
     from starlette.websockets import WebSocketDisconnect
 
-    with TestClient(create_app(ServerSettings(data_dir=tmp_path / "data"))) as http:  # type: ignore[call-arg]
-        with http.websocket_connect("/v1/stream?model=en%3Dtiny.en%2C%2A%3Dbase") as ws:
-            event = ws.receive_json()
-            assert event["type"] == "error" and "one model" in event["message"]
-            with pytest.raises(WebSocketDisconnect):
-                ws.receive_json()
+    app = create_app(ServerSettings(data_dir=tmp_path / "data"))  # type: ignore[call-arg]
+    with TestClient(app) as http, http.websocket_connect("/v1/stream?model=en%3Dtiny.en%2C%2A%3Dbase") as ws:
+        event = ws.receive_json()
+        assert event["type"] == "error" and "one model" in event["message"]
+        with pytest.raises(WebSocketDisconnect):
+            ws.receive_json()
