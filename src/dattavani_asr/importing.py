@@ -93,7 +93,7 @@ def _convert(folder: Path, target: Path, quantization: str) -> None:
         from transformers import WhisperFeatureExtractor
 
         config = _read_json(folder / "config.json")
-        extractor = WhisperFeatureExtractor(feature_size=int(config.get("num_mel_bins", 80)))  # type: ignore[no-untyped-call]
+        extractor = WhisperFeatureExtractor(feature_size=int(config.get("num_mel_bins", 80)))
         extractor.save_pretrained(str(target))
 
 
