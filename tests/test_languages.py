@@ -194,3 +194,11 @@ def test_a_live_stream_refuses_a_model_per_language(tmp_path: Path) -> None:
         assert event["type"] == "error" and "one model" in event["message"]
         with pytest.raises(WebSocketDisconnect):
             ws.receive_json()
+
+
+def test_verbose_json_carries_the_warnings() -> None:
+    from dattavani_asr.server.responses import verbose_json
+
+    warned = Transcript((segment("நமஸ்காரம்", "kn"),), "kn", 1.0, 2.0, "base", warnings=("not in Kannada script",))
+    assert verbose_json(warned, ["segment"])["warnings"] == ["not in Kannada script"]
+    assert "warnings" not in verbose_json(Transcript((), "kn", 1.0, 2.0, "base"), ["segment"])

@@ -21,6 +21,7 @@ from .core.errors import (
 )
 from .core.options import DecodingOptions, TranscribeOptions, VadOptions
 from .core.transcript import Segment, Timings, Transcript, Word
+from .importing import import_model, install_checkpoint
 from .pipeline.transcriber import Transcriber, make_options
 
 __version__ = "0.1.0"
@@ -44,6 +45,8 @@ __all__ = [
     "UnreadablePathError",
     "VadOptions",
     "Word",
+    "import_model",
+    "install_checkpoint",
     "__version__",
     "make_options",
 ]

@@ -71,6 +71,8 @@ def verbose_json(transcript: Transcript, granularities: list[str]) -> dict[str, 
         ]
     if "word" in granularities:
         body["words"] = [{"word": w.word.strip(), "start": w.start, "end": w.end} for w in transcript.words]
+    if transcript.warnings:  # the script guard: wrong script, no text from speech (clients ignore extra keys)
+        body["warnings"] = list(transcript.warnings)
     return body
 
 
