@@ -45,8 +45,8 @@ __all__ = [
     "UnreadablePathError",
     "VadOptions",
     "Word",
+    "__version__",
     "import_model",
     "install_checkpoint",
-    "__version__",
     "make_options",
 ]
