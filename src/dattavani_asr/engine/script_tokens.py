@@ -75,20 +75,27 @@ def token_scripts(raw: bytes) -> set[str]:
     return found | _partial_scripts(raw)
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=4)
+def _scripted_tokens(hf_tokenizer: Any) -> tuple[tuple[int, frozenset[str]], ...]:
+    """Every text token that holds letters of a script other than Latin, with those scripts (read once
+    per tokenizer: about a second for Whisper's vocabulary)."""
+    symbols = _byte_of_symbol()
+    found = []
+    for token_id in range(TEXT_TOKENS):
+        symbol = hf_tokenizer.id_to_token(token_id)
+        if symbol is None:
+            continue
+        scripts = token_scripts(bytes(symbols[c] for c in symbol if c in symbols)) - {LATIN_SCRIPT.name}
+        if scripts:
+            found.append((token_id, frozenset(scripts)))
+    return tuple(found)
+
+
+@functools.lru_cache(maxsize=64)
 def foreign_script_tokens(hf_tokenizer: Any, language: str | None) -> frozenset[int]:
     """Text tokens holding letters of a script other than `language`'s and Latin (none for a
     language written in Latin, or in scripts used together)."""
     if language is None or language not in SCRIPTS or language in UNGUARDED:
         return frozenset()
-    allowed = {script_of(language).name, LATIN_SCRIPT.name}
-    symbols = _byte_of_symbol()
-    foreign = set()
-    for token_id in range(TEXT_TOKENS):
-        symbol = hf_tokenizer.id_to_token(token_id)
-        if symbol is None:
-            continue
-        raw = bytes(symbols[c] for c in symbol if c in symbols)
-        if token_scripts(raw) - allowed:
-            foreign.add(token_id)
-    return frozenset(foreign)
+    own = script_of(language).name
+    return frozenset(token_id for token_id, scripts in _scripted_tokens(hf_tokenizer) if scripts - {own})
