@@ -26,15 +26,20 @@ from .core.errors import ConfigError
 from .core.options import (
     BATCH_SIZE,
     BEAM_SIZE,
+    CHANNELS_AS_SPEAKERS,
     COMPUTE_TYPE,
     CPU_THREADS,
     DEVICE,
+    DIARIZE,
     FALLBACK_MODEL,
     HOTWORDS,
     INITIAL_PROMPT,
     LANGUAGE,
+    MAX_SPEAKERS,
     MIN_CONFIDENCE,
+    MIN_SPEAKERS,
     MODEL,
+    NUM_SPEAKERS,
     TASK,
     TRIM_ENCODER,
     VAD,
@@ -46,6 +51,7 @@ SERVER_TABLE = "server"
 ENV_PREFIX = "DATTAVANI_"
 OPTIONAL_FIELDS = (
     "cache_dir", "language", "output_dir", "initial_prompt", "hotwords", "fallback_model", "trim_encoder",
+    "num_speakers", "min_speakers", "max_speakers",
 )  # fmt: skip
 
 
@@ -83,6 +89,11 @@ class Settings(BaseSettings):
     hotwords: str | None = HOTWORDS.field()
     fallback_model: str | None = FALLBACK_MODEL.field()
     min_confidence: float = MIN_CONFIDENCE.field()
+    diarize: bool = DIARIZE.field()
+    num_speakers: int | None = NUM_SPEAKERS.field()
+    min_speakers: int | None = MIN_SPEAKERS.field()
+    max_speakers: int | None = MAX_SPEAKERS.field()
+    channels_as_speakers: bool = CHANNELS_AS_SPEAKERS.field()
     max_download_mb: int = Field(
         4096, ge=1, description="the most downloaded from an http(s) server that cannot serve byte ranges"
     )

@@ -98,6 +98,8 @@ class BatchRun:
     """One invocation of `dattavani-asr batch`."""
 
     def __init__(self, config: BatchConfig, transcriber: Transcriber, options: TranscribeOptions) -> None:
+        if options.speakers is not None or options.channels_as_speakers:
+            raise InvalidOptionError("batch runs do not label speakers yet: use `dattavani-asr transcribe --diarize`")
         self.config = config
         self.transcriber = transcriber
         self.options = options

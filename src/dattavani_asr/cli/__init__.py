@@ -27,9 +27,10 @@ def main() -> None:
     except Exception as exc:
         import click
 
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, click.exceptions.Abort) or type(exc).__name__ == "Abort":
             sys.exit(130)
-        if isinstance(exc, click.ClickException):
+        # typer ≥ 0.20 raises its own copy of click's exceptions (typer._click): a usage error either way
+        if isinstance(exc, click.ClickException) or (hasattr(exc, "show") and hasattr(exc, "exit_code")):
             exc.show()
             sys.exit(exc.exit_code)
         console.print(

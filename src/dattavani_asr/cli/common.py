@@ -72,5 +72,10 @@ def options_from(settings: Settings, **per_call: Any) -> TranscribeOptions:
         fallback_model=settings.fallback_model,
         min_confidence=settings.min_confidence,
         trim_encoder=settings.trim_encoder,
+        diarize=settings.diarize,
+        num_speakers=settings.num_speakers,
+        min_speakers=settings.min_speakers,
+        max_speakers=settings.max_speakers,
+        channels_as_speakers=settings.channels_as_speakers,
         **per_call,
     )

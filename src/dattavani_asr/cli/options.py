@@ -9,15 +9,20 @@ import typer
 from ..core.options import (
     BATCH_SIZE,
     BEAM_SIZE,
+    CHANNELS_AS_SPEAKERS,
     COMPUTE_TYPE,
     CPU_THREADS,
     DEVICE,
+    DIARIZE,
     FALLBACK_MODEL,
     HOTWORDS,
     INITIAL_PROMPT,
     LANGUAGE,
+    MAX_SPEAKERS,
     MIN_CONFIDENCE,
+    MIN_SPEAKERS,
     MODEL,
+    NUM_SPEAKERS,
     TASK,
     TRIM_ENCODER,
     VAD,
@@ -60,3 +65,8 @@ MinConfidenceOption = Annotated[float | None, option(MIN_CONFIDENCE)]
 DeviceOption = Annotated[str | None, option(DEVICE)]
 ComputeTypeOption = Annotated[str | None, option(COMPUTE_TYPE)]
 CpuThreadsOption = Annotated[int | None, option(CPU_THREADS)]
+DiarizeOption = Annotated[bool | None, option(DIARIZE)]
+NumSpeakersOption = Annotated[int | None, option(NUM_SPEAKERS)]
+MinSpeakersOption = Annotated[int | None, option(MIN_SPEAKERS)]
+MaxSpeakersOption = Annotated[int | None, option(MAX_SPEAKERS)]
+ChannelsAsSpeakersOption = Annotated[bool | None, option(CHANNELS_AS_SPEAKERS)]

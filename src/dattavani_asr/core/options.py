@@ -106,11 +106,26 @@ DEVICE = Option("device", "auto", "auto, cpu or cuda", ENGINE, choices=DEVICES)
 COMPUTE_TYPE = Option("compute_type", "auto", "auto = int8 on CPU, float16 on GPU", ENGINE)
 CPU_THREADS = Option("cpu_threads", 0, "CPU threads of the engine; 0 = all cores", ENGINE, ge=0)
 
+DIARIZE = Option("diarize", False, "label who speaks when (speaker diarization; the diarize extra)", CLI_AND_SETTINGS)
+NUM_SPEAKERS = Option(
+    "num_speakers", None, "number of speakers, when known (with --diarize)", CLI_AND_SETTINGS, ge=1, le=64
+)
+MIN_SPEAKERS = Option(
+    "min_speakers", None, "at least this many speakers (with --diarize)", CLI_AND_SETTINGS, ge=1, le=64
+)
+MAX_SPEAKERS = Option(
+    "max_speakers", None, "at most this many speakers (with --diarize)", CLI_AND_SETTINGS, ge=1, le=64
+)
+CHANNELS_AS_SPEAKERS = Option(
+    "channels_as_speakers", False, "a stereo call: each channel transcribed as its own speaker", CLI_AND_SETTINGS
+)
+
 OPTIONS: dict[str, Option] = {
     option.name: option
     for option in (
         MODEL, LANGUAGE, TASK, BEAM_SIZE, STREAM_BEAM_SIZE, BATCH_SIZE, BATCH_WAIT_MS, WORD_TIMESTAMPS, INITIAL_PROMPT,
         HOTWORDS, TEMPERATURE, VAD, TRIM_ENCODER, FALLBACK_MODEL, MIN_CONFIDENCE, DEVICE, COMPUTE_TYPE, CPU_THREADS,
+        DIARIZE, NUM_SPEAKERS, MIN_SPEAKERS, MAX_SPEAKERS, CHANNELS_AS_SPEAKERS,
     )
 }  # fmt: skip
 
@@ -173,6 +188,21 @@ class DecodingOptions:
 
 
 @dataclass(frozen=True)
+class SpeakerOptions:
+    """Speaker diarization: how many speakers, if known (pipeline.speakers)."""
+
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
+
+    def bounds(self) -> tuple[int, int]:
+        """(fewest, most) speakers to find."""
+        if self.num_speakers is not None:
+            return self.num_speakers, self.num_speakers
+        return self.min_speakers or 1, self.max_speakers or 64
+
+
+@dataclass(frozen=True)
 class TranscribeOptions:
     """Everything one transcription call needs beyond the model itself."""
 
@@ -184,3 +214,5 @@ class TranscribeOptions:
     channel: int | None = None
     fallback_models: tuple[str, ...] = ()  # tried in turn on windows under min_confidence
     min_confidence: float = MIN_CONFIDENCE.default
+    speakers: SpeakerOptions | None = None  # None: no diarization
+    channels_as_speakers: bool = False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 
@@ -12,6 +12,7 @@ class Word:
     end: float
     word: str
     probability: float
+    speaker: str | None = None  # with diarization
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Segment:
     model: str = ""
     language: str = ""  # of the window it came from ("" when older results did not record it)
     wrong_script: bool = False  # written largely in a script that is neither its language's nor Latin
+    speaker: str | None = None  # with diarization (or one channel per speaker)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Segment:
@@ -37,7 +39,7 @@ class Segment:
         values = {name: data[name] for name in _field_names(cls) if name in data}
         values["tokens"] = tuple(int(token) for token in data.get("tokens", ()))
         values["words"] = tuple(
-            Word(**{name: word[name] for name in _field_names(Word)}) for word in data.get("words", ())
+            Word(**{name: word[name] for name in _field_names(Word) if name in word}) for word in data.get("words", ())
         )
         return cls(**values)
 
@@ -70,6 +72,17 @@ class Transcript:
     @property
     def words(self) -> list[Word]:
         return [w for s in self.segments for w in s.words]
+
+    @property
+    def speakers(self) -> list[str]:
+        """The speakers, in order of first appearance."""
+        return list(dict.fromkeys(s.speaker for s in self.segments if s.speaker))
+
+    def without_words(self, keep: bool = False) -> Transcript:
+        """The transcript without word timings (unless `keep`): they were needed inside, not asked for."""
+        if keep:
+            return self
+        return replace(self, segments=tuple(replace(segment, words=()) for segment in self.segments))
 
     @property
     def speech_duration(self) -> float:

@@ -41,7 +41,8 @@ class TxtWriter(Writer):
     def write(self, transcript: Transcript, stream: TextIO) -> None:
         for segment in transcript.segments:
             if segment.text.strip():
-                stream.write(segment.text.strip() + "\n")
+                label = f"[{segment.speaker}] " if segment.speaker else ""
+                stream.write(label + segment.text.strip() + "\n")
 
 
 class _SubtitleWriter(Writer):
@@ -52,10 +53,15 @@ class _SubtitleWriter(Writer):
         """Make cue text safe: one line (a blank line would end the cue), no '-->' (a timing line)."""
         return " ".join(text.split()).replace("-->", "->")
 
+    def speaker(self, name: str, text: str) -> str:
+        """A cue's text with its speaker."""
+        return f"[{name}] {text}"
+
     def cues(self, transcript: Transcript) -> list[tuple[str, str, str]]:
         cues = []
         for segment in transcript.segments:
             text = self.escape(segment.text)
+            text = self.speaker(self.escape(segment.speaker), text) if text and segment.speaker else text
             if text:
                 cues.append((self.time(segment.start), self.time(max(segment.end, segment.start + 0.001)), text))
         return cues
@@ -83,6 +89,10 @@ class VttWriter(_SubtitleWriter):
         flat = " ".join(text.split())
         return flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
+    def speaker(self, name: str, text: str) -> str:
+        """WebVTT's voice span: players show or style the speaker."""
+        return f"<v {name}>{text}"
+
     def write(self, transcript: Transcript, stream: TextIO) -> None:
         stream.write("WEBVTT\n\n")
         for start, end, text in self.cues(transcript):
@@ -95,10 +105,12 @@ class TsvWriter(Writer):
     extension = "tsv"
 
     def write(self, transcript: Transcript, stream: TextIO) -> None:
-        stream.write("start\tend\ttext\n")
+        speakers = bool(transcript.speakers)  # a speaker column only when there are speakers
+        stream.write("start\tend\tspeaker\ttext\n" if speakers else "start\tend\ttext\n")
         for segment in transcript.segments:
             text = " ".join(segment.text.split())  # no tab or line break may split a row
-            stream.write(f"{round(segment.start * 1000)}\t{round(segment.end * 1000)}\t{text}\n")
+            who = f"{segment.speaker or ''}\t" if speakers else ""
+            stream.write(f"{round(segment.start * 1000)}\t{round(segment.end * 1000)}\t{who}{text}\n")
 
 
 class JsonWriter(Writer):

@@ -14,13 +14,15 @@ import numpy as np
 
 from ..audio.decode import SILENCE_PEAK, AudioSource, describe_source, iter_audio
 from ..audio.windows import AudioStats, speech_windows
-from ..core.errors import EmptyAudioError
-from ..core.options import DecodingOptions, TranscribeOptions, VadOptions
+from ..core.errors import EmptyAudioError, InvalidOptionError
+from ..core.options import DecodingOptions, SpeakerOptions, TranscribeOptions, VadOptions
 from ..core.transcript import Timings, Transcript
-from ..engine import WindowResult
+from ..engine import AudioWindow, WindowResult
+from ..engine.device import resolve_device
 from ..models import DEFAULT_MODEL
 from .routing import routed
 from .run import EngineDecoder, TranscriptRun, WindowDecoder, decode_stream
+from .speakers import SpeakerTrack, speaker_name
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,11 @@ def make_options(
     fallback_model: str | Sequence[str] | None = None,
     min_confidence: float = 0.6,
     trim_encoder: bool | None = None,
+    diarize: bool = False,
+    num_speakers: int | None = None,
+    min_speakers: int | None = None,
+    max_speakers: int | None = None,
+    channels_as_speakers: bool = False,
 ) -> TranscribeOptions:
     """Build frozen options from the keyword arguments most callers use.
 
@@ -69,7 +76,25 @@ def make_options(
         channel=channel,
         fallback_models=fallback_chain(fallback_model),
         min_confidence=min_confidence,
+        speakers=speaker_options(diarize, num_speakers, min_speakers, max_speakers),
+        channels_as_speakers=channels_as_speakers,
     )
+
+
+def speaker_options(
+    diarize: bool, num_speakers: int | None, min_speakers: int | None, max_speakers: int | None
+) -> SpeakerOptions | None:
+    """Diarization options (None: no diarization); a speaker count alone turns it on."""
+    if not (diarize or num_speakers or min_speakers or max_speakers):
+        return None
+    if min_speakers and max_speakers and min_speakers > max_speakers:
+        raise InvalidOptionError(f"--min-speakers {min_speakers} is more than --max-speakers {max_speakers}")
+    return SpeakerOptions(num_speakers, min_speakers, max_speakers)
+
+
+def speaker_device(device: str) -> str:
+    """Where speaker embeddings run: the engine's device."""
+    return resolve_device(device)
 
 
 def fallback_chain(models: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -127,6 +152,23 @@ class Transcriber:
     ) -> Transcript:
         """Transcribe one input. Pass `options`, or keyword arguments accepted by `make_options`."""
         options = options or make_options(**kwargs)
+        if options.channels_as_speakers:
+            return self._channels_as_speakers(source, options, progress)
+        track = SpeakerTrack(options.speakers, speaker_device(self.device)) if options.speakers else None
+        try:
+            transcript = self._transcribe(source, with_words(options) if track else options, progress, track)
+            return track.label(transcript).without_words(options.decoding.word_timestamps) if track else transcript
+        finally:
+            if track is not None:
+                track.close()
+
+    def _transcribe(
+        self,
+        source: AudioSource | np.ndarray,
+        options: TranscribeOptions,
+        progress: ProgressCallback | None,
+        track: SpeakerTrack | None,
+    ) -> Transcript:
         blocks = _opened(self._blocks(source, options))  # bad input fails before any model loads
         run = TranscriptRun(self.chain(options), options)
         run.check()
@@ -140,15 +182,51 @@ class Transcriber:
                 progress(result.window.end)
 
         windows = speech_windows(blocks, run.vad(), offset=options.start or 0.0, stats=stats)
+        windows = _teed(windows, track.add) if track is not None else windows
         decode_stream(run, windows, in_flight=max(2, options.batch_size), on_result=collect)
         check_not_empty(stats, source)
         total = time.perf_counter() - started
         return run.transcript(results, stats.duration, _name(source), Timings(total=round(total, 3)))
 
+    def _channels_as_speakers(
+        self, source: AudioSource | np.ndarray, options: TranscribeOptions, progress: ProgressCallback | None
+    ) -> Transcript:
+        """A stereo call: each channel transcribed as its own speaker, the segments merged in time order."""
+        if isinstance(source, np.ndarray) or not isinstance(source, (str, Path)):
+            raise InvalidOptionError("--channels-as-speakers needs a file (its channels are read one at a time)")
+        single = replace(options, channels_as_speakers=False, speakers=None)
+        parts = [self.transcribe(source, replace(single, channel=channel), progress=progress) for channel in (0, 1)]
+        return merge_channels(parts)
+
     def _blocks(self, source: AudioSource | np.ndarray, options: TranscribeOptions) -> Iterable[np.ndarray]:
         if isinstance(source, np.ndarray):
             return [np.asarray(source, dtype=np.float32).reshape(-1)]
         return iter_audio(source, start=options.start, end=options.end, channel=options.channel)
+
+
+def with_words(options: TranscribeOptions) -> TranscribeOptions:
+    """Options that time every word (speakers are put on words, then segments split where they change)."""
+    return replace(options, decoding=replace(options.decoding, word_timestamps=True))
+
+
+def _teed(windows: Iterable[AudioWindow], also: Callable[[AudioWindow], None]) -> Iterator[AudioWindow]:
+    for window in windows:
+        also(window)
+        yield window
+
+
+def merge_channels(parts: Sequence[Transcript]) -> Transcript:
+    """One transcript of a call from one per channel: channel k speaks as SPEAKER_{k+1}."""
+    labelled = [
+        replace(s, speaker=speaker_name(k), words=tuple(replace(w, speaker=speaker_name(k)) for w in s.words))
+        for k, part in enumerate(parts)
+        for s in part.segments
+    ]
+    ordered = sorted(labelled, key=lambda segment: (segment.start, segment.end))
+    segments = tuple(replace(segment, id=index) for index, segment in enumerate(ordered))
+    warnings = tuple(dict.fromkeys(w for part in parts for w in part.warnings))
+    duration = max(part.duration for part in parts)
+    return replace(parts[0], segments=segments, warnings=warnings, duration=duration)
 
 
 def _name(source: AudioSource | np.ndarray) -> str:
