@@ -9,6 +9,7 @@ timestamps and the hub path against the local fake hub.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -138,7 +139,10 @@ def test_import_refuses_clearly_and_leaves_nothing(random_folder: Path, tmp_path
 
 
 def test_import_without_the_convert_extra_names_it(random_folder: Path, tmp_path: Path) -> None:
-    env = {"DATTAVANI_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(tmp_path / "blocker")}
+    env = {
+        "DATTAVANI_CACHE_DIR": str(tmp_path / "cache"),
+        "PYTHONPATH": os.pathsep.join([str(tmp_path / "blocker"), os.environ.get("PYTHONPATH", "")]),
+    }
     (tmp_path / "blocker").mkdir()
     (tmp_path / "blocker" / "transformers.py").write_text("raise ImportError('no transformers here')\n")
     result = run_cli(["models", "import", str(random_folder), "--name", "x"], tmp_path, env)
