@@ -105,7 +105,8 @@ class Transcript:
         data["warnings"] = list(data["warnings"])
         for segment in data["segments"]:
             segment["tokens"] = list(segment["tokens"])
-            segment["words"] = list(segment["words"])
+            # a word's speaker only with diarization: plain transcripts keep their word shape
+            segment["words"] = [{k: v for k, v in w.items() if k != "speaker" or v} for w in segment["words"]]
         return data
 
 
