@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +135,55 @@ def test_without_the_extra_a_clear_error(tmp_path: Path) -> None:
 def test_batch_says_it_does_not_label_speakers_yet(tmp_path: Path) -> None:
     result = run_cli(["batch", str(JFK), "--output-dir", str(tmp_path / "out")], tmp_path, {"DATTAVANI_DIARIZE": "1"})
     assert result.returncode != 0 and "transcribe --diarize" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def talk_file(talk: tuple, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[type-arg]
+    return write_wav16(tmp_path_factory.mktemp("talk") / "talk.wav", talk[0])
+
+
+def test_diarized_json_through_the_official_client(talk_file: Path, talk: tuple, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    from fastapi.testclient import TestClient
+    from openai import OpenAI
+
+    from dattavani_asr.server import ServerSettings, create_app
+
+    settings = ServerSettings(data_dir=tmp_path, device="cpu")  # type: ignore[call-arg]
+    with TestClient(create_app(settings)) as http:
+        client = OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=http, max_retries=0)
+        with talk_file.open("rb") as handle:
+            result = client.audio.transcriptions.create(
+                model="whisper-1", file=handle, response_format="diarized_json", chunking_strategy="auto"
+            )
+    assert {segment.speaker for segment in result.segments} == {"A", "B", "C"}
+    assert result.segments[0].speaker == "A" and result.text and result.duration == pytest.approx(38.3, abs=0.5)
+    truth = talk[1]
+    first_turns = [next(s.speaker for s in result.segments if s.start >= start - 0.5) for start, _, _ in truth[:3]]
+    assert first_turns == ["A", "B", "C"]
+
+
+def test_a_diarized_job_keeps_speakers_in_every_result_format(talk_file: Path, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from dattavani_asr.server import ServerSettings, create_app
+
+    settings = ServerSettings(data_dir=tmp_path, device="cpu", shutdown_grace_seconds=0)  # type: ignore[call-arg]
+    with TestClient(create_app(settings)) as http:
+        with talk_file.open("rb") as handle:
+            job = http.post(
+                "/v1/jobs", files={"file": ("talk.wav", handle)}, data={"diarize": "true", "num_speakers": "3"}
+            ).json()
+        for _ in range(600):
+            job = http.get(f"/v1/jobs/{job['id']}").json()
+            if job["status"] in ("succeeded", "failed"):
+                break
+            time.sleep(0.1)
+        assert job["status"] == "succeeded", job
+        base = f"/v1/jobs/{job['id']}/result"
+        results = {fmt: http.get(base, params={"format": fmt}) for fmt in ("json", "verbose_json", "diarized_json",
+                                                                           "txt", "srt", "vtt", "tsv")}  # fmt: skip
+    assert {s["speaker"] for s in results["json"].json()["segments"]} == {"SPEAKER_1", "SPEAKER_2", "SPEAKER_3"}
+    assert {s["speaker"] for s in results["verbose_json"].json()["segments"]} == {"SPEAKER_1", "SPEAKER_2", "SPEAKER_3"}
+    assert {s["speaker"] for s in results["diarized_json"].json()["segments"]} == {"A", "B", "C"}
+    assert results["txt"].text.startswith("[SPEAKER_1] ") and "[SPEAKER_3] " in results["srt"].text
+    assert "<v SPEAKER_2>" in results["vtt"].text and results["tsv"].text.startswith("start\tend\tspeaker\ttext")

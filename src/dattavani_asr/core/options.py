@@ -106,7 +106,7 @@ DEVICE = Option("device", "auto", "auto, cpu or cuda", ENGINE, choices=DEVICES)
 COMPUTE_TYPE = Option("compute_type", "auto", "auto = int8 on CPU, float16 on GPU", ENGINE)
 CPU_THREADS = Option("cpu_threads", 0, "CPU threads of the engine; 0 = all cores", ENGINE, ge=0)
 
-SPEAKERS = _surfaces("transcribe", "settings")  # batch runs, the HTTP API and jobs: not yet (see DEVELOPERS)
+SPEAKERS = _surfaces("transcribe", "settings", "http")  # batch runs: not yet (see DEVELOPERS)
 DIARIZE = Option("diarize", False, "label who speaks when (speaker diarization; the diarize extra)", SPEAKERS)
 NUM_SPEAKERS = Option(
     "num_speakers", None, "number of speakers, when known (turns on --diarize)", SPEAKERS, ge=1, le=64
@@ -114,7 +114,10 @@ NUM_SPEAKERS = Option(
 MIN_SPEAKERS = Option("min_speakers", None, "at least this many speakers (turns on --diarize)", SPEAKERS, ge=1, le=64)
 MAX_SPEAKERS = Option("max_speakers", None, "at most this many speakers (turns on --diarize)", SPEAKERS, ge=1, le=64)
 CHANNELS_AS_SPEAKERS = Option(
-    "channels_as_speakers", False, "a stereo call: each channel transcribed as its own speaker", SPEAKERS
+    "channels_as_speakers",
+    False,
+    "a stereo call: each channel transcribed as its own speaker",
+    _surfaces("transcribe", "settings"),
 )
 
 OPTIONS: dict[str, Option] = {

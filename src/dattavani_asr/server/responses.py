@@ -11,7 +11,7 @@ from ..core.errors import InvalidOptionError
 from ..core.transcript import Transcript
 from ..io.writers import WRITERS, render
 
-RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json", "diarized_json")
 GRANULARITIES = ("word", "segment")
 MEDIA_TYPES = {"srt": "application/x-subrip", "vtt": "text/vtt", "tsv": "text/tab-separated-values"}
 
@@ -66,14 +66,53 @@ def verbose_json(transcript: Transcript, granularities: list[str]) -> dict[str, 
                 "avg_logprob": segment.avg_logprob,
                 "compression_ratio": segment.compression_ratio,
                 "no_speech_prob": segment.no_speech_prob,
+                **({"speaker": segment.speaker} if segment.speaker else {}),
             }
             for segment in transcript.segments
         ]
     if "word" in granularities:
-        body["words"] = [{"word": w.word.strip(), "start": w.start, "end": w.end} for w in transcript.words]
+        body["words"] = [
+            {"word": w.word.strip(), "start": w.start, "end": w.end, **({"speaker": w.speaker} if w.speaker else {})}
+            for w in transcript.words
+        ]
     if transcript.warnings:  # the script guard: wrong script, no text from speech (clients ignore extra keys)
         body["warnings"] = list(transcript.warnings)
     return body
+
+
+def speaker_letter(name: str | None, order: list[str]) -> str:
+    """OpenAI's diarized labels: A, B, … in order of first appearance (AA, AB, … past Z)."""
+    index = order.index(name) if name in order else 0
+    letters = ""
+    while True:
+        letters = chr(ord("A") + index % 26) + letters
+        index = index // 26 - 1
+        if index < 0:
+            return letters
+
+
+def diarized_json(transcript: Transcript) -> dict[str, Any]:
+    """The shape of OpenAI's diarizing model: segments with speaker, start, end and text."""
+    order = transcript.speakers
+    segments = [
+        {
+            "type": "transcript.text.segment",
+            "id": f"seg_{segment.id}",
+            "start": segment.start,
+            "end": segment.end,
+            "text": segment.text.strip(),
+            "speaker": speaker_letter(segment.speaker, order),
+        }
+        for segment in transcript.segments
+        if segment.text.strip()
+    ]
+    return {
+        "task": "transcribe",
+        "duration": transcript.duration,
+        "text": transcript.text,
+        "segments": segments,
+        "usage": usage(transcript),
+    }
 
 
 def openai_response(
@@ -81,6 +120,8 @@ def openai_response(
 ) -> Response:
     if response_format == "verbose_json":
         return JSONResponse(verbose_json(transcript, granularities))
+    if response_format == "diarized_json":
+        return JSONResponse(diarized_json(transcript))
     if response_format == "json":
         body: dict[str, Any] = {"text": transcript.text, "usage": usage(transcript)}
         if include_logprobs:
@@ -91,16 +132,18 @@ def openai_response(
     return PlainTextResponse(render(transcript, response_format), media_type=MEDIA_TYPES[response_format])
 
 
-RESULT_FORMATS = (*WRITERS, "text", "verbose_json")
+RESULT_FORMATS = (*WRITERS, "text", "verbose_json", "diarized_json")
 
 
 def result_response(transcript: Transcript, fmt: str) -> Response:
     """A job result in any of our writer formats (txt, srt, vtt, json, tsv) or OpenAI's text/verbose_json."""
     if fmt == "verbose_json":
         return JSONResponse(verbose_json(transcript, ["segment", "word"]))
+    if fmt == "diarized_json":
+        return JSONResponse(diarized_json(transcript))
     if fmt == "json":
         return JSONResponse(transcript.to_dict())
-    if fmt in ("text", "txt"):
+    if fmt == "text" or (fmt == "txt" and not transcript.speakers):  # with speakers, txt has their labels
         return PlainTextResponse(transcript.text + "\n")
     if fmt in WRITERS:
         return PlainTextResponse(render(transcript, fmt), media_type=MEDIA_TYPES.get(fmt, "text/plain"))

@@ -20,7 +20,8 @@ from ..pipeline.checkpoint import Checkpointer, Resumed
 from ..pipeline.routing import routed
 from ..pipeline.run import TranscriptRun, decode_stream
 from ..pipeline.scheduler import Priority, ScheduledDecoder
-from ..pipeline.transcriber import check_not_empty
+from ..pipeline.speakers import SpeakerTrack
+from ..pipeline.transcriber import check_not_empty, speaker_device, speaker_options, with_words
 from .model_manager import ModelManager
 
 
@@ -43,6 +44,10 @@ class TranscriptionRequest:
     trim_encoder: bool | None = None  # None: the model's policy (pipeline.run.trims_encoder)
     fallback_models: tuple[str, ...] = ()
     min_confidence: float = 0.6
+    diarize: bool = False
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
 
     def options(self) -> TranscribeOptions:
         decoding = DecodingOptions(
@@ -56,8 +61,13 @@ class TranscriptionRequest:
         if self.temperature > 0:
             decoding = replace(decoding, temperatures=(self.temperature,))
         vad = VadOptions() if self.vad else None
+        speakers = speaker_options(self.diarize, self.num_speakers, self.min_speakers, self.max_speakers)
         return TranscribeOptions(
-            decoding=decoding, vad=vad, fallback_models=self.fallback_models, min_confidence=self.min_confidence
+            decoding=decoding,
+            vad=vad,
+            fallback_models=self.fallback_models,
+            min_confidence=self.min_confidence,
+            speakers=speakers,
         )
 
     def check(self) -> None:
@@ -99,12 +109,39 @@ class TranscriptionService:
         With a `checkpoint`, decoding resumes after the windows an interrupted run stored, and each
         new finished window is stored."""
         request.check()
+        options = request.options()
+        if options.speakers is None:
+            return self._transcribe(
+                source, request, options, priority, progress, duration, cancel, on_window, checkpoint
+            )
+        # Speakers are clustered over the whole recording: a diarized job starts again from the start.
+        track = SpeakerTrack(options.speakers, speaker_device(self.models.settings.device))
+        try:
+            transcript = self._transcribe(
+                source, request, with_words(options), priority, progress, duration, cancel, on_window, None, track
+            )
+            return track.label(transcript).without_words(request.word_timestamps)
+        finally:
+            track.close()
+
+    def _transcribe(
+        self,
+        source: AudioSource,
+        request: TranscriptionRequest,
+        options: TranscribeOptions,
+        priority: int,
+        progress: Callable[[float], None] | None,
+        duration: float | None,
+        cancel: threading.Event | None,
+        on_window: Callable[[WindowResult], None] | None,
+        checkpoint: Checkpointer | None,
+        track: SpeakerTrack | None = None,
+    ) -> Transcript:
         started = time.perf_counter()
         resumed = checkpoint.resumed if checkpoint is not None else Resumed([], None, 1.0)
         stats = resumed.stats(0.0)
         blocks = iter_audio(source, start=resumed.start)
         first = next(blocks, None)  # bad input fails before any model loads
-        options = request.options()
         with contextlib.ExitStack() as stack:
 
             def decoder(name: str) -> ScheduledDecoder:
@@ -115,11 +152,10 @@ class TranscriptionService:
             run.check()
             run.adopt(resumed.language, resumed.language_probability)
             windows = speech_windows(_chain(first, blocks), run.vad(), offset=resumed.start or 0.0, stats=stats)
+            windows = _cancellable(windows, cancel, track)
             results = list(resumed.results)
             collect = _Collector(results, _Progress(progress, duration), run, on_window, checkpoint)
-            decode_stream(
-                run, _cancellable(windows, cancel), self.in_flight_windows, collect, lambda f: _wait(f, cancel)
-            )
+            decode_stream(run, windows, self.in_flight_windows, collect, lambda f: _wait(f, cancel))
         check_not_empty(stats, source)
         total = time.perf_counter() - started
         timings = Timings(inference=round(total, 3), total=round(total, 3))
@@ -145,9 +181,13 @@ class _Collector:
             self.checkpoint.add(result, self.run.language.probability)
 
 
-def _cancellable(windows: Iterator[AudioWindow], cancel: threading.Event | None) -> Iterator[AudioWindow]:
+def _cancellable(
+    windows: Iterator[AudioWindow], cancel: threading.Event | None, track: SpeakerTrack | None = None
+) -> Iterator[AudioWindow]:
     for window in windows:
         _check_cancel(cancel)
+        if track is not None:
+            track.add(window)
         yield window
 
 

@@ -14,7 +14,16 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 
 from ...core.errors import DattavaniError, InvalidOptionError
-from ...core.options import INITIAL_PROMPT, LANGUAGE, TEMPERATURE, Option
+from ...core.options import (
+    DIARIZE,
+    INITIAL_PROMPT,
+    LANGUAGE,
+    MAX_SPEAKERS,
+    MIN_SPEAKERS,
+    NUM_SPEAKERS,
+    TEMPERATURE,
+    Option,
+)
 from ...core.transcript import Transcript
 from ...engine import WindowResult
 from ...pipeline.transcriber import fallback_chain
@@ -24,6 +33,16 @@ from ..service import TranscriptionRequest, upload_source
 from ..state import ServerState, authorized, get_state
 
 router = APIRouter(prefix="/v1/audio", tags=["audio"], dependencies=[Depends(authorized)])
+
+
+@dataclass(frozen=True)
+class SpeakerFields:
+    """The diarization fields of a request (`response_format=diarized_json` asks for speakers too)."""
+
+    diarize: bool = DIARIZE.default
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +80,7 @@ def _parse(
     include: list[str],
     stream: bool,
     chunking: str | None,
+    speakers: SpeakerFields = SpeakerFields(),
 ) -> AudioCall:
     check_response_format(response_format)
     check_granularities(granularities)
@@ -80,6 +100,10 @@ def _parse(
         trim_encoder=state.settings.trim_encoder,
         fallback_models=fallback_chain(state.settings.fallback_model),
         min_confidence=state.settings.min_confidence,
+        diarize=speakers.diarize or response_format == "diarized_json",
+        num_speakers=speakers.num_speakers,
+        min_speakers=speakers.min_speakers,
+        max_speakers=speakers.max_speakers,
     )
     return AudioCall(request, response_format, granularities, "logprobs" in include, stream)
 
@@ -194,6 +218,10 @@ Model = Annotated[str | None, Form(description="a model this server offers; whis
 Language = Annotated[str | None, form(LANGUAGE)]
 Prompt = Annotated[str | None, form(INITIAL_PROMPT)]
 Temperature = Annotated[float, form(TEMPERATURE)]
+Diarize = Annotated[bool, form(DIARIZE)]
+SpeakerCount = Annotated[int | None, form(NUM_SPEAKERS)]
+FewestSpeakers = Annotated[int | None, form(MIN_SPEAKERS)]
+MostSpeakers = Annotated[int | None, form(MAX_SPEAKERS)]
 
 
 @router.post("/transcriptions", summary="Transcribe audio into the input language")
@@ -209,8 +237,13 @@ async def transcriptions(
     include: Include = [],  # noqa: B006
     stream: Annotated[bool, Form()] = False,
     chunking_strategy: Annotated[str | None, Form()] = None,
+    diarize: Diarize = DIARIZE.default,
+    num_speakers: SpeakerCount = NUM_SPEAKERS.default,
+    min_speakers: FewestSpeakers = MIN_SPEAKERS.default,
+    max_speakers: MostSpeakers = MAX_SPEAKERS.default,
 ) -> Response:
     state = get_state(request)
+    speakers = SpeakerFields(diarize, num_speakers, min_speakers, max_speakers)
     call = _parse(
         state,
         "transcribe",
@@ -223,6 +256,7 @@ async def transcriptions(
         include,
         stream,
         chunking_strategy,
+        speakers,
     )
     return await _answer(state, file, call)
 

@@ -9,7 +9,17 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
-from ...core.options import INITIAL_PROMPT, LANGUAGE, TASK, TEMPERATURE, WORD_TIMESTAMPS
+from ...core.options import (
+    DIARIZE,
+    INITIAL_PROMPT,
+    LANGUAGE,
+    MAX_SPEAKERS,
+    MIN_SPEAKERS,
+    NUM_SPEAKERS,
+    TASK,
+    TEMPERATURE,
+    WORD_TIMESTAMPS,
+)
 from ...pipeline.transcriber import fallback_chain
 from ..errors import APIError
 from ..jobs import STATUSES, JobManager
@@ -38,6 +48,10 @@ class JobOptions(BaseModel):
     task: Literal["transcribe", "translate"] = TASK.field()
     timestamp_granularities: list[Literal["word", "segment"]] = Field(default_factory=list)
     word_timestamps: bool = WORD_TIMESTAMPS.field()
+    diarize: bool = DIARIZE.field()
+    num_speakers: int | None = NUM_SPEAKERS.field()
+    min_speakers: int | None = MIN_SPEAKERS.field()
+    max_speakers: int | None = MAX_SPEAKERS.field()
     response_format: str = Field("json", description=f"default result format: {', '.join(RESULT_FORMATS)}")
     webhook_url: str | None = Field(None, description="POSTed the job summary when the job finishes")
 
@@ -108,6 +122,10 @@ def _stored_options(state: ServerState, options: JobOptions) -> dict[str, Any]:
         "trim_encoder": state.settings.trim_encoder,
         "fallback_models": list(fallback_chain(state.settings.fallback_model)),
         "min_confidence": state.settings.min_confidence,
+        "diarize": options.diarize or options.response_format == "diarized_json",
+        "num_speakers": options.num_speakers,
+        "min_speakers": options.min_speakers,
+        "max_speakers": options.max_speakers,
     }
     return {"request": request, "response_format": options.response_format}
 
