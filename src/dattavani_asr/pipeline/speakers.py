@@ -76,7 +76,8 @@ def _spans(start: float, end: float, limit: float) -> list[tuple[float, float]]:
         if end - start < PIECE_SECONDS
         else start
     )
-    spans, at = [], first
+    spans: list[tuple[float, float]] = []
+    at = first
     while at + PIECE_SECONDS <= min(end, limit) + 1e-6 or not spans:
         spans.append((at, at + PIECE_SECONDS))
         at += PIECE_SHIFT
