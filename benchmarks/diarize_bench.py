@@ -106,10 +106,19 @@ def measure(transcriber: Any, folder: Path, names: list[str], turns: int) -> dic
 
 
 def long_cost(transcriber: Any, path: Path) -> dict[str, Any]:
+    """The time diarization adds on a long recording; with long_bench's utterances.json beside it (each
+    clip one voice), its diarization error too."""
     _, plain_s = timed(transcriber, path)
     diarized, diarized_s = timed(transcriber, path, diarize=True)
-    return {"file": str(path), "plain_s": round(plain_s, 1), "diarized_s": round(diarized_s, 1),
-            "added": round(diarized_s / plain_s - 1, 3), "speakers_found": len(diarized.speakers)}  # fmt: skip
+    result = {"file": str(path), "plain_s": round(plain_s, 1), "diarized_s": round(diarized_s, 1),
+              "added": round(diarized_s / plain_s - 1, 3), "speakers_found": len(diarized.speakers)}  # fmt: skip
+    utterances = path.with_name("utterances.json")
+    if utterances.is_file():
+        truth = [(u["start"], u["end"], u["clip"]) for u in json.loads(utterances.read_text())]
+        heard = [(s.start, s.end, s.speaker) for s in diarized.segments if s.speaker]
+        result["voices"] = len({name for _, _, name in truth})
+        result.update({key: round(value, 4) for key, value in der(truth, heard, diarized.duration).items()})
+    return result
 
 
 def main() -> None:

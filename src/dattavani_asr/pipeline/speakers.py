@@ -26,7 +26,7 @@ from ..engine import AudioWindow
 DIARIZE_HINT = "pip install 'dattavani-asr[diarize]'"
 SPLIT_DISTANCE = 0.6  # cosine distance between speaker clusters (average linkage)
 PIECE_SECONDS = 1.5  # speech embedded at a time (senko's default)
-PIECE_SHIFT = 1.5
+PIECE_SHIFT = 1.5  # every second of speech once: a 3-s stride doubled the confusion (5 % -> 10 % on 2 speakers)
 
 
 @dataclass(frozen=True)
