@@ -132,9 +132,23 @@ def test_without_the_extra_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr and not (tmp_path / "jfk.txt").exists()
 
 
-def test_batch_says_it_does_not_label_speakers_yet(tmp_path: Path) -> None:
-    result = run_cli(["batch", str(JFK), "--output-dir", str(tmp_path / "out")], tmp_path, {"DATTAVANI_DIARIZE": "1"})
-    assert result.returncode != 0 and "transcribe --diarize" in result.stderr and "Traceback" not in result.stderr
+def test_batch_labels_speakers_per_file(talk_file: Path, tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "talk.wav").write_bytes(talk_file.read_bytes())
+    (inputs / "jfk.flac").write_bytes(JFK.read_bytes())
+    result = run_cli(["batch", str(inputs), "--diarize", "-f", "json,txt", "--output-dir", str(tmp_path / "out")],
+                     tmp_path, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    talk = json.loads((tmp_path / "out" / "talk.json").read_text())
+    assert {s["speaker"] for s in talk["segments"]} == {"SPEAKER_1", "SPEAKER_2", "SPEAKER_3"}
+    assert not any(s["words"] for s in talk["segments"])  # not asked for
+    jfk = json.loads((tmp_path / "out" / "jfk.json").read_text())
+    assert {s["speaker"] for s in jfk["segments"]} == {"SPEAKER_1"}
+    assert (tmp_path / "out" / "talk.txt").read_text().startswith("[SPEAKER_1] ")
+    calls = run_cli(["batch", str(inputs), "--output-dir", str(tmp_path / "o2")], tmp_path,
+                    {"DATTAVANI_CHANNELS_AS_SPEAKERS": "1"})  # fmt: skip
+    assert calls.returncode != 0 and "transcribe --channels-as-speakers" in calls.stderr
 
 
 @pytest.fixture(scope="module")

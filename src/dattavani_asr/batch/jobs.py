@@ -33,6 +33,7 @@ class FileJob:
     error: BaseException | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     done: bool = False
+    speakers: Any = None  # a pipeline.speakers.SpeakerTrack when the run labels speakers
 
     @property
     def complete(self) -> bool:

@@ -143,6 +143,8 @@ def decode_job(job: FileJob, options: TranscribeOptions, gate: WindowGate) -> No
         with job.source.open(job.item) as stream:
             blocks = iter_audio(stream, start=start, end=options.end, channel=options.channel)
             for window in speech_windows(blocks, options.vad, offset=start or 0.0, stats=job.stats):
+                if job.speakers is not None:  # embedded on its own thread while the engine decodes
+                    job.speakers.add(window)
                 if not gate.put(WindowMessage(job, window)):
                     return
                 count += 1

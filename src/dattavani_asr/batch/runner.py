@@ -20,7 +20,8 @@ from ..io.writers import OUTPUT_SUBDIR, render, write_text_atomic
 from ..pipeline.checkpoint import Checkpointer
 from ..pipeline.routing import RoutedEngine, parse_routes
 from ..pipeline.run import EngineDecoder, TranscriptRun, WindowDecoder, decoding_for
-from ..pipeline.transcriber import Transcriber, check_not_empty
+from ..pipeline.speakers import SpeakerTrack, check_available
+from ..pipeline.transcriber import Transcriber, check_not_empty, speaker_device
 from .jobs import FileJob
 from .outputs import Destination, mirror, plan_destinations
 from .pipeline import Handlers, run_pipeline
@@ -98,8 +99,12 @@ class BatchRun:
     """One invocation of `dattavani-asr batch`."""
 
     def __init__(self, config: BatchConfig, transcriber: Transcriber, options: TranscribeOptions) -> None:
-        if options.speakers is not None or options.channels_as_speakers:
-            raise InvalidOptionError("batch runs do not label speakers yet: use `dattavani-asr transcribe --diarize`")
+        if options.channels_as_speakers:
+            raise InvalidOptionError(
+                "batch runs do not split calls by channel yet: use `transcribe --channels-as-speakers`"
+            )
+        if options.speakers is not None:
+            check_available()
         self.config = config
         self.transcriber = transcriber
         self.options = options
@@ -127,7 +132,10 @@ class BatchRun:
                 continue
             source = sources[destination.item.uri]
             job = FileJob(len(jobs), destination.item, source, destination.sink, destination.base, language)
-            job.resume(Checkpointer(self.state.windows, job.item.uri), self.options.start or 0.0)
+            if self.options.speakers is not None:  # clustered over the whole file: it starts again from 0
+                job.speakers = SpeakerTrack(self.options.speakers, speaker_device(self.transcriber.device))
+            else:
+                job.resume(Checkpointer(self.state.windows, job.item.uri), self.options.start or 0.0)
             if job.resume_from is not None:
                 log.info("%s: resumes at %.1f s", job.item.uri, job.resume_from)
                 self.on_resume(job)
@@ -194,6 +202,8 @@ class BatchRun:
         run = TranscriptRun(self.chain, self.options)
         run.check()
         decoding = decoding_for(self.chain[0], self.options.decoding, self.options.decoding.language)
+        if self.options.speakers is not None:  # speakers are decided per word
+            decoding = replace(decoding, word_timestamps=True)
         return replace(self.options, decoding=decoding, vad=run.vad())
 
     def _engine(self) -> Any:
@@ -227,6 +237,8 @@ class BatchRun:
                 raise job.error
             check_not_empty(job.stats, job.item.uri)
             transcript = self._transcript(job)
+            if job.speakers is not None:
+                transcript = job.speakers.label(transcript).without_words(self.options.decoding.word_timestamps)
             outputs = []
             for fmt in self.config.formats:
                 filename = f"{job.base}.{fmt}"
@@ -240,6 +252,9 @@ class BatchRun:
                 job.checkpoint.finished()
             self.summary.done += 1
             self.summary.audio_seconds = round(self.summary.audio_seconds + job.stats.duration, 3)
+        finally:
+            if job.speakers is not None:
+                job.speakers.close()
         self.on_progress(job, self.summary)
 
     def _failed(self, job: FileJob, exc: BaseException) -> None:

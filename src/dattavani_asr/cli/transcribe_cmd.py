@@ -72,30 +72,13 @@ def transcribe(
     A URL's transcript goes to ./gen-transcript/<name>.<ext> in the current directory.
     """
     settings = settings_for(
-        config,
-        model=model,
-        language=language,
-        task=task,
-        formats=output_format,
-        output_dir=output_dir,
-        word_timestamps=word_timestamps,
-        beam_size=beam_size,
-        device=device,
-        compute_type=compute_type,
-        cpu_threads=cpu_threads,
-        vad=vad,
-        trim_encoder=trim_encoder,
-        initial_prompt=initial_prompt,
-        hotwords=hotwords,
-        fallback_model=fallback_model,
-        min_confidence=min_confidence,
-        batch_size=batch_size,
-        diarize=diarize,
-        num_speakers=num_speakers,
-        min_speakers=min_speakers,
-        max_speakers=max_speakers,
+        config, model=model, language=language, task=task, formats=output_format, output_dir=output_dir,
+        word_timestamps=word_timestamps, beam_size=beam_size, device=device, compute_type=compute_type,
+        cpu_threads=cpu_threads, vad=vad, trim_encoder=trim_encoder, initial_prompt=initial_prompt, hotwords=hotwords,
+        fallback_model=fallback_model, min_confidence=min_confidence, batch_size=batch_size, diarize=diarize,
+        num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers,
         channels_as_speakers=channels_as_speakers,
-    )
+    )  # fmt: skip
     from .transcribe_job import TranscribeJob
 
     job = TranscribeJob(settings, output=output, quiet=quiet, start=start, end=end, channel=channel)

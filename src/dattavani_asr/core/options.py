@@ -106,7 +106,7 @@ DEVICE = Option("device", "auto", "auto, cpu or cuda", ENGINE, choices=DEVICES)
 COMPUTE_TYPE = Option("compute_type", "auto", "auto = int8 on CPU, float16 on GPU", ENGINE)
 CPU_THREADS = Option("cpu_threads", 0, "CPU threads of the engine; 0 = all cores", ENGINE, ge=0)
 
-SPEAKERS = _surfaces("transcribe", "settings", "http")  # batch runs: not yet (see DEVELOPERS)
+SPEAKERS = _surfaces("transcribe", "batch", "settings", "http")
 DIARIZE = Option("diarize", False, "label who speaks when (speaker diarization; the diarize extra)", SPEAKERS)
 NUM_SPEAKERS = Option(
     "num_speakers", None, "number of speakers, when known (turns on --diarize)", SPEAKERS, ge=1, le=64
