@@ -71,29 +71,37 @@ def busy(retry_after: float, what: str = "server") -> APIError:
     return APIError(429, f"{what} is busy; retry after {seconds} s", code="busy", headers={"Retry-After": str(seconds)})
 
 
+def _counted(request: Request, error: APIError) -> JSONResponse:
+    """The error's response, counted in `dattavani_errors_total` by its type."""
+    state = getattr(request.app.state, "server", None)
+    if state is not None:
+        state.metrics.errors.labels(type=error.type).inc()
+    return api_error_response(error)
+
+
 def install_handlers(app: FastAPI) -> None:
     """Every error leaves the app in OpenAI's error shape, never as a traceback."""
 
     @app.exception_handler(APIError)
     async def _api(request: Request, exc: APIError) -> JSONResponse:
-        return api_error_response(exc)
+        return _counted(request, exc)
 
     @app.exception_handler(core.DattavaniError)
     async def _core(request: Request, exc: core.DattavaniError) -> JSONResponse:
-        return api_error_response(from_core(exc))
+        return _counted(request, from_core(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
         message = f"{param}: {first.get('msg', 'invalid request')}" if param else str(first.get("msg", "invalid"))
-        return api_error_response(APIError(400, message, code="invalid_parameter", param=param))
+        return _counted(request, APIError(400, message, code="invalid_parameter", param=param))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return api_error_response(APIError(exc.status_code, str(exc.detail), headers=dict(exc.headers or {})))
+        return _counted(request, APIError(exc.status_code, str(exc.detail), headers=dict(exc.headers or {})))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         request.app.state.log.exception("unhandled error on %s", request.url.path)
-        return api_error_response(APIError(500, "internal server error", code="internal_error"))
+        return _counted(request, APIError(500, "internal server error", code="internal_error"))

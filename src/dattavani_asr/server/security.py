@@ -88,6 +88,25 @@ class Authenticator:
         return identity
 
 
+class MetricsGuard:
+    """Who may read /metrics: anyone (no `metrics_token`: Prometheus scrapes without the API keys), or
+    whoever sends that token (`Authorization: Bearer`, as Prometheus' `authorization` block does)."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.token = settings.metrics_token.encode() if settings.metrics_token else None
+
+    def __call__(self, request: HTTPConnection) -> None:
+        if self.token is None:
+            return
+        sent = bearer_key(request)
+        if sent is None or not hmac.compare_digest(sent.encode(), self.token):
+            raise APIError(
+                401,
+                "/metrics needs its token: send Authorization: Bearer <metrics_token>",
+                code="invalid_metrics_token",
+            )
+
+
 class RateLimiter:
     """A token bucket per caller: `per_minute` requests per minute, bursts up to the same number."""
 

@@ -60,6 +60,9 @@ class ServerSettings(BaseSettings):
     request_timeout_seconds: float = Field(600.0, gt=0)
     api_keys: list[str] = Field(default_factory=list, description="Bearer keys; empty = no auth")
     rate_limit_per_minute: int = Field(0, ge=0, description="requests per key per minute; 0 = unlimited")
+    metrics_token: str | None = Field(
+        None, description="bearer token /metrics asks for (not an API key); unset = /metrics is open, for scrapers"
+    )
     cors_origins: list[str] = Field(default_factory=list)
     allow_private_urls: bool = Field(False, description="let URL jobs fetch loopback/private hosts")
     webhook_max_attempts: int = Field(5, ge=1)

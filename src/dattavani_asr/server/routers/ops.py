@@ -6,12 +6,13 @@ import threading
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from ..security import MetricsGuard
 from ..service import TranscriptionRequest
-from ..state import ServerState, authorized
+from ..state import ServerState
 
 router = APIRouter(tags=["operations"])
 
@@ -51,9 +52,10 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "models": sorted(state.models.loaded())})
 
 
-@router.get("/metrics", summary="Prometheus metrics", dependencies=[Depends(authorized)])
+@router.get("/metrics", summary="Prometheus metrics (open, or its own token: settings.metrics_token)")
 async def metrics(request: Request) -> Response:
     state: ServerState = request.app.state.server
+    MetricsGuard(state.settings)(request)
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -69,6 +71,13 @@ def gauges(state: ServerState) -> list[tuple[str, str, str, dict[str, Any]]]:
             {"sync": float(state.admission.active)},
         ),
         ("dattavani_models_loaded", "Loaded models", "model", {name: 1.0 for name in loaded}),
+        # 1 once /ready passed its test decode, while accepting work (the readiness probe calls /ready)
+        (
+            "dattavani_ready",
+            "Ready: a test decode passed and work is accepted",
+            "server",
+            {"self": float(state.ready_checked and state.accepting)},
+        ),
     ]
     if state.jobs is not None:
         rows.append(("dattavani_jobs", "Jobs by state", "state", state.jobs.counts()))
