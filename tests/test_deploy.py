@@ -177,6 +177,26 @@ def exercise(url: str) -> None:
     assert bad.status_code in (400, 415)
     with JFK.open("rb") as handle:
         assert httpx.post(f"{url}/v1/jobs", files={"file": ("jfk.flac", handle)}, timeout=30).status_code == 202
+    live_captions(url)
+
+
+def live_captions(url: str) -> None:
+    """One live session over /v1/stream: JFK's PCM, then `end`; its finals feed the latency histogram."""
+    import numpy as np
+    from websockets.sync.client import connect
+
+    from dattavani_asr.audio.decode import decode_audio
+
+    pcm = (np.clip(decode_audio(JFK), -1, 1) * 32767).astype("<i2").tobytes()
+    with connect(url.replace("http://", "ws://") + "/v1/stream", open_timeout=30) as socket:
+        assert json.loads(socket.recv(timeout=30))["type"] == "ready"
+        for offset in range(0, len(pcm), 32000):
+            socket.send(pcm[offset : offset + 32000])
+        socket.send(json.dumps({"type": "end"}))
+        events = []
+        while not events or events[-1]["type"] != "done":
+            events.append(json.loads(socket.recv(timeout=60)))
+    assert any(event["type"] == "final" for event in events)
 
 
 def series(prometheus: str, query: str) -> list[Any]:

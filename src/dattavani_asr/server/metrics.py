@@ -68,6 +68,13 @@ class Metrics:
             "dattavani_model_load_seconds", "Seconds the last load of each model took", ["model"], registry=registry
         )
         self.errors = Counter("dattavani_errors", "Errors returned, by type", ["type"], registry=registry)
+        self.stream_final_seconds = Histogram(
+            "dattavani_stream_final_seconds",
+            "Live streams: audio received after an utterance's end before its final was sent (s)",
+            ["model"],
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
+            registry=registry,
+        )
 
     def add_gauges(self, read: Callable[[], Iterable[tuple[str, str, str, dict[str, float]]]]) -> None:
         self.registry.register(_CallbackGauges(read))

@@ -71,6 +71,12 @@ def gauges(state: ServerState) -> list[tuple[str, str, str, dict[str, Any]]]:
             {"sync": float(state.admission.active)},
         ),
         ("dattavani_models_loaded", "Loaded models", "model", {name: 1.0 for name in loaded}),
+        (
+            "dattavani_stream_sessions",
+            "Live stream sessions",
+            "model",
+            {name: float(entry.batcher.streams) for name, entry in loaded.items()},
+        ),
         # 1 once /ready passed its test decode, while accepting work (the readiness probe calls /ready)
         (
             "dattavani_ready",

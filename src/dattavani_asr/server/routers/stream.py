@@ -204,6 +204,7 @@ async def _process(state: ServerState, websocket: WebSocket, session: StreamSess
         lagging = session.lagging
         started = asyncio.get_running_loop().time()
         events = await state.run(_update, session, inbox)
+        _observe_finals(state, session, events)
         await _send(websocket, events)
         if session.lagging != lagging:
             lag = {"type": "lag", "behind": _behind(session), "step": round(session.step, 2)}
@@ -211,7 +212,17 @@ async def _process(state: ServerState, websocket: WebSocket, session: StreamSess
         # After a decode, look at the audio that came meanwhile at once (an utterance may have ended).
         await asyncio.sleep(max(0.0, interval - 0.02 - (asyncio.get_running_loop().time() - started)))
     inbox.drain_into(session)
-    await _send(websocket, await state.run(session.finish))
+    events = await state.run(session.finish)
+    _observe_finals(state, session, events)
+    await _send(websocket, events)
+
+
+def _observe_finals(state: ServerState, session: StreamSession, events: list[Event]) -> None:
+    """Each final's latency: how much audio had arrived past the utterance's end when it was sent."""
+    for event in events:
+        if event["type"] == "final":
+            latency = max(0.0, event["audio_received"] - event["end"])
+            state.metrics.stream_final_seconds.labels(model=session.batcher.engine.name).observe(latency)
 
 
 def _update(session: StreamSession, inbox: _Inbox) -> list[Event]:
