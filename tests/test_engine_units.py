@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import DATA
+from conftest import DATA, JFK
 from dattavani_asr.audio.vad import Span, fixed_windows, merge_spans, pad_windows
 from dattavani_asr.audio.windows import AudioStats, speech_windows
 from dattavani_asr.engine.segments import cut_repetition_loops
@@ -192,3 +192,21 @@ def test_language_detection_on_trimmed_contexts_finds_each_clips_language(base: 
     detected = base.engine().detect_languages(windows)
     assert [language for language, _ in detected] == languages
     assert all(probability > 0.8 for _, probability in detected)
+
+
+def test_device_index_lists_gpus_and_refuses_anything_else() -> None:
+    from dattavani_asr.core.errors import InvalidOptionError
+    from dattavani_asr.engine.loader import device_indices
+
+    assert device_indices("0") == (0,) and device_indices("0,1") == (0, 1) and device_indices(" 1, 0,1") == (1, 0)
+    assert device_indices(2) == (2,) and device_indices([0, 3]) == (0, 3)
+    for bad in ("", "gpu0", "0;1", "-1"):
+        with pytest.raises(InvalidOptionError, match="GPU numbers"):
+            device_indices(bad)
+
+
+def test_device_index_is_ignored_on_the_cpu() -> None:
+    from dattavani_asr import Transcriber
+
+    transcript = Transcriber("tiny.en", device="cpu", device_index="0,1").transcribe(JFK)
+    assert "ask not" in transcript.text.lower()

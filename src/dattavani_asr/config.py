@@ -30,6 +30,7 @@ from .core.options import (
     COMPUTE_TYPE,
     CPU_THREADS,
     DEVICE,
+    DEVICE_INDEX,
     DIARIZE,
     FALLBACK_MODEL,
     HOTWORDS,
@@ -73,6 +74,7 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = DEVICE.field()
     compute_type: str = COMPUTE_TYPE.field()
     cpu_threads: int = CPU_THREADS.field()
+    device_index: str = DEVICE_INDEX.field()
     cache_dir: Path | None = Field(None, description="where assembled/downloaded models live")
     language: str | None = LANGUAGE.field()
     task: Literal["transcribe", "translate"] = TASK.field()

@@ -19,6 +19,7 @@ from .options import (
     BeamSizeOption,
     ComputeTypeOption,
     CpuThreadsOption,
+    DeviceIndexOption,
     DeviceOption,
     DiarizeOption,
     FallbackModelOption,
@@ -65,6 +66,7 @@ def batch(
     device: DeviceOption = None,
     compute_type: ComputeTypeOption = None,
     cpu_threads: CpuThreadsOption = None,
+    device_index: DeviceIndexOption = None,
     pack: Annotated[
         bool, typer.Option("--pack/--no-pack", help="Let short files share Whisper's 30-s windows (faster)")
     ] = True,
@@ -82,8 +84,8 @@ def batch(
         config, model=model, language=language, task=task, word_timestamps=word_timestamps, formats=output_format,
         output_dir=output_dir, batch_size=batch_size, beam_size=beam_size, initial_prompt=initial_prompt,
         hotwords=hotwords, vad=vad, fallback_model=fallback_model, min_confidence=min_confidence, device=device,
-        compute_type=compute_type, cpu_threads=cpu_threads, trim_encoder=trim_encoder, diarize=diarize,
-        num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers,
+        compute_type=compute_type, cpu_threads=cpu_threads, device_index=device_index, trim_encoder=trim_encoder,
+        diarize=diarize, num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers,
     )  # fmt: skip
     run_config = BatchConfig(
         specs=sources, formats=parse_formats(settings.formats), output_dir=settings.output_dir, pattern=pattern,

@@ -52,6 +52,7 @@ def transcriber_from(settings: Settings) -> Transcriber:
         device=settings.device,
         compute_type=settings.compute_type,
         cpu_threads=settings.cpu_threads,
+        device_index=settings.device_index,
         cache_dir=settings.cache_dir,
     )
 

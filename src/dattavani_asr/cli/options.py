@@ -13,6 +13,7 @@ from ..core.options import (
     COMPUTE_TYPE,
     CPU_THREADS,
     DEVICE,
+    DEVICE_INDEX,
     DIARIZE,
     FALLBACK_MODEL,
     HOTWORDS,
@@ -70,3 +71,4 @@ NumSpeakersOption = Annotated[int | None, option(NUM_SPEAKERS)]
 MinSpeakersOption = Annotated[int | None, option(MIN_SPEAKERS)]
 MaxSpeakersOption = Annotated[int | None, option(MAX_SPEAKERS)]
 ChannelsAsSpeakersOption = Annotated[bool | None, option(CHANNELS_AS_SPEAKERS)]
+DeviceIndexOption = Annotated[str | None, option(DEVICE_INDEX)]

@@ -14,6 +14,7 @@ from .options import (
     ChannelsAsSpeakersOption,
     ComputeTypeOption,
     CpuThreadsOption,
+    DeviceIndexOption,
     DeviceOption,
     DiarizeOption,
     FallbackModelOption,
@@ -49,6 +50,7 @@ def transcribe(
     device: DeviceOption = None,
     compute_type: ComputeTypeOption = None,
     cpu_threads: CpuThreadsOption = None,
+    device_index: DeviceIndexOption = None,
     vad: VadOption = None,
     trim_encoder: TrimEncoderOption = None,
     start: Annotated[float | None, typer.Option(min=0.0, help="Start of the clip range (s)")] = None,
@@ -74,10 +76,10 @@ def transcribe(
     settings = settings_for(
         config, model=model, language=language, task=task, formats=output_format, output_dir=output_dir,
         word_timestamps=word_timestamps, beam_size=beam_size, device=device, compute_type=compute_type,
-        cpu_threads=cpu_threads, vad=vad, trim_encoder=trim_encoder, initial_prompt=initial_prompt, hotwords=hotwords,
-        fallback_model=fallback_model, min_confidence=min_confidence, batch_size=batch_size, diarize=diarize,
-        num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers,
-        channels_as_speakers=channels_as_speakers,
+        cpu_threads=cpu_threads, device_index=device_index, vad=vad, trim_encoder=trim_encoder,
+        initial_prompt=initial_prompt, hotwords=hotwords, fallback_model=fallback_model,
+        min_confidence=min_confidence, batch_size=batch_size, diarize=diarize, num_speakers=num_speakers,
+        min_speakers=min_speakers, max_speakers=max_speakers, channels_as_speakers=channels_as_speakers,
     )  # fmt: skip
     from .transcribe_job import TranscribeJob
 

@@ -105,6 +105,9 @@ MIN_CONFIDENCE = Option(
 DEVICE = Option("device", "auto", "auto, cpu or cuda", ENGINE, choices=DEVICES)
 COMPUTE_TYPE = Option("compute_type", "auto", "auto = int8 on CPU, float16 on GPU", ENGINE)
 CPU_THREADS = Option("cpu_threads", 0, "CPU threads of the engine; 0 = all cores", ENGINE, ge=0)
+DEVICE_INDEX = Option(
+    "device_index", "0", "GPU number(s): 0,1 loads the model on each and spreads batches across them", ENGINE
+)
 
 SPEAKERS = _surfaces("transcribe", "batch", "settings", "http")
 DIARIZE = Option("diarize", False, "label who speaks when (speaker diarization; the diarize extra)", SPEAKERS)
@@ -125,7 +128,7 @@ OPTIONS: dict[str, Option] = {
     for option in (
         MODEL, LANGUAGE, TASK, BEAM_SIZE, STREAM_BEAM_SIZE, BATCH_SIZE, BATCH_WAIT_MS, WORD_TIMESTAMPS, INITIAL_PROMPT,
         HOTWORDS, TEMPERATURE, VAD, TRIM_ENCODER, FALLBACK_MODEL, MIN_CONFIDENCE, DEVICE, COMPUTE_TYPE, CPU_THREADS,
-        DIARIZE, NUM_SPEAKERS, MIN_SPEAKERS, MAX_SPEAKERS, CHANNELS_AS_SPEAKERS,
+        DEVICE_INDEX, DIARIZE, NUM_SPEAKERS, MIN_SPEAKERS, MAX_SPEAKERS, CHANNELS_AS_SPEAKERS,
     )
 }  # fmt: skip
 

@@ -15,13 +15,14 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import ModelError
+from ..core.errors import InvalidOptionError, ModelError
 from ..imported import ModelCard
 from ..models import resolve
 from .device import resolve_compute_type, resolve_device
@@ -91,7 +92,7 @@ class LoadedModel:
         return self._tokenizers[key]
 
 
-_CACHE: dict[tuple[str, str, str], LoadedModel] = {}
+_CACHE: dict[tuple[str, str, str, tuple[int, ...]], LoadedModel] = {}
 _LOCK = threading.Lock()
 
 
@@ -157,18 +158,37 @@ def thread_layout(device: str, cpu_threads: int) -> tuple[int, int]:
     return (cpu_threads, 1) if device == "cpu" else (1, cpu_threads)
 
 
-def _load(name: str, path: Path, device: str, compute_type: str, cpu_threads: int) -> LoadedModel:
+def device_indices(spec: str | int | Sequence[int]) -> tuple[int, ...]:
+    """GPU numbers from `0`, `0,1` or a sequence; refused (InvalidOptionError) when not numbers."""
+    if isinstance(spec, int):
+        return (spec,)
+    parts = [part.strip() for part in spec.split(",")] if isinstance(spec, str) else [str(p) for p in spec]
+    if not parts or not all(part.isdigit() for part in parts):
+        raise InvalidOptionError(f"device index {spec!r}: give GPU numbers, e.g. 0 or 0,1")
+    return tuple(dict.fromkeys(int(part) for part in parts))
+
+
+def _load(
+    name: str, path: Path, device: str, compute_type: str, cpu_threads: int, indices: tuple[int, ...] = (0,)
+) -> LoadedModel:
     import ctranslate2
     import tokenizers
     from faster_whisper.feature_extractor import FeatureExtractor
 
     started = time.perf_counter()
     workers, intra = thread_layout(device, cpu_threads)
+    if device != "cpu":  # CTranslate2 keeps a replica per GPU; a worker each runs their batches at once
+        workers = len(indices)
     if workers > 1:
         limit_heap_arenas()
     try:
         whisper = ctranslate2.models.Whisper(
-            str(path), device=device, compute_type=compute_type, intra_threads=intra, inter_threads=workers
+            str(path),
+            device=device,
+            device_index=list(indices) if device != "cpu" else 0,
+            compute_type=compute_type,
+            intra_threads=intra,
+            inter_threads=workers,
         )
         hf_tokenizer = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
     except (RuntimeError, ValueError, OSError) as exc:
@@ -190,16 +210,18 @@ def load_model(
     compute_type: str = "auto",
     cpu_threads: int = 0,
     cache_dir: Path | None = None,
+    device_index: str | int | Sequence[int] = 0,
 ) -> LoadedModel:
-    """Return the process-wide model for (name, device, compute type), loading it on first use."""
+    """Return the process-wide model for (name, device, compute type, GPUs), loading it on first use."""
     device = resolve_device(device)
     compute_type = resolve_compute_type(compute_type, device)
-    key = (name, device, compute_type)
+    indices = device_indices(device_index) if device != "cpu" else (0,)
+    key = (name, device, compute_type, indices)
     with _LOCK:
         if key not in _CACHE:
             path = resolve(name, cache_dir)
             threads = cpu_threads or os.cpu_count() or 1
-            _CACHE[key] = _load(name, path, device, compute_type, threads)
+            _CACHE[key] = _load(name, path, device, compute_type, threads, indices)
         return _CACHE[key]
 
 

@@ -116,12 +116,14 @@ class Transcriber:
         device: str = "auto",
         compute_type: str = "auto",
         cpu_threads: int = 0,
+        device_index: str | int | Sequence[int] = 0,
         cache_dir: str | Path | None = None,
     ) -> None:
         self.model_name = model
         self.device = device
         self.compute_type = compute_type
         self.cpu_threads = cpu_threads
+        self.device_index = device_index
         self.cache_dir = Path(cache_dir) if cache_dir else None
 
     def engine(self, model: str | None = None) -> Any:
@@ -133,6 +135,7 @@ class Transcriber:
             device=self.device,
             compute_type=self.compute_type,
             cpu_threads=self.cpu_threads,
+            device_index=self.device_index,
             cache_dir=self.cache_dir,
         )
         return WhisperEngine(loaded)

@@ -125,6 +125,7 @@ class ModelManager:
             device=settings.device,
             compute_type=settings.compute_type,
             cpu_threads=settings.cpu_threads,
+            device_index=settings.device_index,
             cache_dir=settings.cache_dir,
         )
         engine = WhisperEngine(loaded)

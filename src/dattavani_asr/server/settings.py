@@ -19,6 +19,7 @@ from ..core.options import (
     COMPUTE_TYPE,
     CPU_THREADS,
     DEVICE,
+    DEVICE_INDEX,
     FALLBACK_MODEL,
     MIN_CONFIDENCE,
     MODEL,
@@ -44,6 +45,7 @@ class ServerSettings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = DEVICE.field()
     compute_type: str = COMPUTE_TYPE.field()
     cpu_threads: int = CPU_THREADS.field()
+    device_index: str = DEVICE_INDEX.field()
     cache_dir: Path | None = None
     beam_size: int = BEAM_SIZE.field()
     stream_beam_size: int = STREAM_BEAM_SIZE.field()
