@@ -15,7 +15,7 @@ from .metrics import Metrics
 from .model_manager import ModelManager
 from .observability import RequestContextMiddleware, setup_tracing
 from .routers import audio, models, ops, stream, web
-from .security import Authenticator, BodyLimitMiddleware
+from .security import Authenticator, AuthGateMiddleware, BodyLimitMiddleware
 from .service import TranscriptionService
 from .settings import ServerSettings, load_server_settings
 from .state import Admission, ServerState
@@ -81,7 +81,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     install_handlers(app)
     for router in (ops.router, audio.router, models.router, _jobs_router(), stream.router, web.router):
         app.include_router(router)
-    if settings.cors_origins:
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
+    app.add_middleware(AuthGateMiddleware, settings=settings)  # outside the body limit: auth before any body
+    if settings.cors_origins:  # outside the gate: preflights pass, refusals carry CORS headers
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
@@ -89,7 +91,6 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=state.metrics)
     setup_tracing(app)
     return app

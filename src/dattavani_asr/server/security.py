@@ -60,6 +60,34 @@ class BodyLimitMiddleware:
         await self.app(scope, counting_receive, guarded_send)
 
 
+class AuthGateMiddleware:
+    """With API keys set, an /v1/ HTTP request without a valid key is answered 401 before any of its body is
+    read: an unauthenticated client can make the server neither spool an upload nor parse a form. (The route's
+    own dependency then identifies the caller and applies its rate limit.)"""
+
+    def __init__(self, app: ASGIApp, settings: ServerSettings) -> None:
+        self.app = app
+        self.keys = [key.encode() for key in settings.api_keys]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        guarded = scope["type"] == "http" and scope.get("method") != "OPTIONS"  # CORS preflights carry no key
+        if guarded and self.keys and scope.get("path", "").startswith("/v1/"):
+            key = bearer_key(HTTPConnection(scope))
+            error = _key_error(key, self.keys)
+            if error is not None:
+                await api_error_response(error)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _key_error(key: str | None, keys: list[bytes]) -> APIError | None:
+    if key is None:
+        return APIError(401, "missing API key: send Authorization: Bearer <key>", code="missing_api_key")
+    if not any(hmac.compare_digest(key.encode(), known) for known in keys):
+        return APIError(401, "incorrect API key", code="invalid_api_key")
+    return None
+
+
 def bearer_key(request: HTTPConnection) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -77,11 +105,10 @@ class Authenticator:
         """The caller's identity (its key, or its address when no keys are configured)."""
         key = bearer_key(request)
         if self.keys:
-            if key is None:
-                raise APIError(401, "missing API key: send Authorization: Bearer <key>", code="missing_api_key")
-            if not any(hmac.compare_digest(key.encode(), known) for known in self.keys):
-                raise APIError(401, "incorrect API key", code="invalid_api_key")
-            identity = key
+            error = _key_error(key, self.keys)
+            if error is not None:
+                raise error
+            identity = str(key)
         else:
             identity = request.client.host if request.client else "-"
         self.limiter.check(identity)
