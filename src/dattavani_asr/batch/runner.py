@@ -191,7 +191,8 @@ class BatchRun:
                 if self.config.ray_address is not None:
                     engine.shutdown()
         self.summary.wall_seconds = round(time.monotonic() - started, 3)
-        self._write_summary()
+        if jobs or self.summary.failed or not self.summary_path.exists():
+            self._write_summary()  # a re-run with nothing to do keeps the summary of the run that did the work
         self.state.close()
         return self.summary
 
