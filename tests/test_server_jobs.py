@@ -326,6 +326,8 @@ class Receiver:
     bodies: list[dict[str, Any]] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
     url: str = ""
+    raw: list[bytes] = field(default_factory=list)
+    signatures: list[str | None] = field(default_factory=list)
 
 
 @contextmanager
@@ -337,7 +339,10 @@ def _receiver(fail_first: int) -> Iterator[Receiver]:
             pass
 
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            raw = self.rfile.read(int(self.headers["Content-Length"]))
+            state.raw.append(raw)
+            state.signatures.append(self.headers.get("X-Dattavani-Signature"))
+            body = json.loads(raw)
             status = 500 if len(state.bodies) < state.fail_first else 204
             state.bodies.append(body)
             state.statuses.append(status)
@@ -372,6 +377,30 @@ def test_webhook_is_retried_with_backoff_until_delivered(tmp_path: Path) -> None
     last = receiver.bodies[-1]
     assert last["type"] == "job.succeeded" and last["job"]["id"] == job["id"]
     assert last["job"]["result_url"] == f"/v1/jobs/{job['id']}/result"
+
+
+def test_webhooks_are_signed_with_the_server_secret(tmp_path: Path) -> None:
+    import hashlib
+    import hmac
+
+    settings = {"allow_private_urls": True, "webhook_secret": "s3cret", "webhook_backoff_seconds": 0.05}
+    with _receiver(fail_first=0) as receiver, _client(tmp_path, **settings) as client:
+        submitted = _submit(client, FLEURS_EN[4], webhook_url=receiver.url)
+        _wait(client, submitted["id"])
+        deadline = time.monotonic() + 20
+        while not receiver.raw:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    [signature] = receiver.signatures
+    assert signature is not None
+    fields = dict(part.split("=", 1) for part in signature.split(","))
+    assert abs(int(fields["t"]) - time.time()) < 60
+    expected = hmac.new(b"s3cret", fields["t"].encode() + b"." + receiver.raw[0], hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(fields["v1"], expected)
+    forged = hmac.new(b"other", fields["t"].encode() + b"." + receiver.raw[0], hashlib.sha256).hexdigest()
+    assert fields["v1"] != forged
+    sender = WebhookSender(lambda *outcome: None)
+    assert sender.signature(b"{}") == {}  # no secret: unsigned (documented)
 
 
 def test_circuit_breaker_stops_calling_a_failing_receiver(tmp_path: Path) -> None:

@@ -67,6 +67,9 @@ class ServerSettings(BaseSettings):
     )
     cors_origins: list[str] = Field(default_factory=list)
     allow_private_urls: bool = Field(False, description="let URL jobs fetch loopback/private hosts")
+    webhook_secret: str | None = Field(
+        None, description="signs every webhook: X-Dattavani-Signature t=<unix>,v1=<HMAC-SHA256 of '<t>.<body>'>"
+    )
     webhook_max_attempts: int = Field(5, ge=1)
     webhook_backoff_seconds: float = Field(1.0, gt=0)
     webhook_breaker_failures: int = Field(5, ge=1, description="consecutive failures that open a host's circuit")

@@ -4,6 +4,9 @@ circuit breaker per receiving host, so a dead receiver neither blocks job worker
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import logging
 import queue
 import threading
@@ -60,8 +63,10 @@ class WebhookSender:
         allow_private: bool = False,
         timeout: float = 10.0,
         threads: int = 2,
+        secret: str | None = None,
     ) -> None:
         self.on_result = on_result
+        self.secret = secret.encode() if secret else None
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.breaker_failures = breaker_failures
@@ -151,9 +156,15 @@ class WebhookSender:
         if not breaker.allow():
             raise CircuitOpenError(f"circuit open for {urlsplit(delivery.url).netloc} after repeated failures")
         assert self._client is not None
-        headers = {"X-Dattavani-Delivery": delivery.key, "User-Agent": "dattavani-asr-webhook"}
+        body = json.dumps(delivery.payload, separators=(",", ":"), ensure_ascii=False).encode()
+        headers = {
+            "X-Dattavani-Delivery": delivery.key,
+            "User-Agent": "dattavani-asr-webhook",
+            "Content-Type": "application/json",
+            **self.signature(body),
+        }
         try:
-            response = self._client.post(delivery.url, json=delivery.payload, headers=headers)
+            response = self._client.post(delivery.url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             breaker.failure()
             raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
@@ -161,6 +172,15 @@ class WebhookSender:
             breaker.failure()
             raise DeliveryError(f"receiver answered HTTP {response.status_code}")
         breaker.success()
+
+    def signature(self, body: bytes, now: float | None = None) -> dict[str, str]:
+        """`X-Dattavani-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` with the webhook
+        secret (none without one). The receiver recomputes it and refuses old timestamps (replays)."""
+        if self.secret is None:
+            return {}
+        stamp = str(int(now if now is not None else time.time()))
+        digest = hmac.new(self.secret, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        return {"X-Dattavani-Signature": f"t={stamp},v1={digest}"}
 
     def _sleep(self, seconds: float) -> None:
         if self._stopping.wait(seconds):

@@ -95,6 +95,7 @@ class JobManager:
             breaker_failures=settings.webhook_breaker_failures,
             breaker_cooldown=settings.webhook_breaker_cooldown_seconds,
             allow_private=settings.allow_private_urls,
+            secret=settings.webhook_secret,
         )
 
     @property
