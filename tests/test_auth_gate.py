@@ -69,3 +69,15 @@ def test_cors_preflight_needs_no_key_and_refusals_carry_cors_headers(http: TestC
 
 def test_health_and_metrics_stay_open(http: TestClient, tmp_path: Path) -> None:
     assert http.get("/health").status_code == 200 and http.get("/metrics").status_code == 200
+
+
+def test_models_lists_only_what_loads_offline_and_refuses_the_rest_with_a_4xx(tmp_path: Path) -> None:
+    settings = ServerSettings(data_dir=tmp_path, cache_dir=tmp_path / "empty-cache")  # type: ignore[call-arg]
+    with TestClient(create_app(settings)) as client:
+        listed = {model["id"] for model in client.get("/v1/models").json()["data"]}
+        assert "tiny.en" in listed and "large-v3" not in listed and "small" not in listed
+        with JFK.open("rb") as handle:
+            refused = client.post(
+                "/v1/audio/transcriptions", data={"model": "large-v3"}, files={"file": ("a.flac", handle)}
+            )
+        assert refused.status_code in (400, 404) and "large-v3" in refused.json()["error"]["message"]

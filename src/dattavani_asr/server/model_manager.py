@@ -8,11 +8,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from ..core.errors import InvalidOptionError
+from ..core.errors import InvalidOptionError, ModelError
 from ..imported import imported_models
-from ..models import HUB_ALIASES, REGISTRY, default_cache_dir
+from ..models import HUB_ALIASES, REGISTRY, default_cache_dir, resolve
 from ..pipeline.routing import Routes, parse_routes
 from ..pipeline.scheduler import BatchObserver, DynamicBatcher
 from .settings import ServerSettings
@@ -20,6 +21,18 @@ from .settings import ServerSettings
 log = logging.getLogger(__name__)
 OPENAI_ALIASES = ("whisper-1",)
 LoadObserver = Callable[[str, float], None]
+
+
+HUB_CACHE_SECONDS = 30.0
+
+
+def _in_hub_cache(name: str, cache: Path) -> bool:
+    """Whether a hub model's files are already in the local cache (no network is asked)."""
+    try:
+        resolve(name, cache, allow_download=False)
+    except ModelError:
+        return False
+    return True
 
 
 class ModelNotFoundError(InvalidOptionError):
@@ -67,9 +80,23 @@ class ModelManager:
             raise ModelNotFoundError(f"model {requested!r} not found; available: {', '.join(self.available())}")
         return requested
 
+    def _downloaded_hub_models(self, cache: Path) -> list[str]:
+        """Hub sizes in the local cache, looked up at most every HUB_CACHE_SECONDS (0.2 s a look)."""
+        now = time.monotonic()
+        stamp, names = getattr(self, "_hub_seen", (-HUB_CACHE_SECONDS, []))
+        if now - stamp >= HUB_CACHE_SECONDS:
+            names = [name for name in HUB_ALIASES if _in_hub_cache(name, cache)]
+            self._hub_seen = (now, names)
+        return list(names)
+
     def available(self) -> list[str]:
-        imported = [card.name for card, _ in imported_models(self.settings.cache_dir or default_cache_dir())]
-        names = [self.settings.default_model, *self.settings.preload, *REGISTRY, *imported, *HUB_ALIASES]
+        """Models a request may name: the configured ones, the registry, imported models, and hub models
+        already downloaded. A hub size not downloaded (large-v3 on an offline machine) is not offered: it
+        would fail at load; preload it (DATTAVANI_SERVER_PRELOAD) to download it at start-up."""
+        cache = self.settings.cache_dir or default_cache_dir()
+        imported = [card.name for card, _ in imported_models(cache)]
+        downloaded = self._downloaded_hub_models(cache)
+        names = [self.settings.default_model, *self.settings.preload, *REGISTRY, *imported, *downloaded]
         return list(dict.fromkeys(names))
 
     def loaded(self) -> dict[str, LoadedEntry]:
