@@ -44,7 +44,14 @@ FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def _settings(data_dir: Path, **overrides: Any) -> ServerSettings:
-    values: dict[str, Any] = {"data_dir": data_dir, "shutdown_grace_seconds": 0, "device": "cpu", "log_json": False}
+    # one job worker, as most tests here were written for (the default is two: see the fairness test)
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "shutdown_grace_seconds": 0,
+        "device": "cpu",
+        "log_json": False,
+        "job_workers": 1,
+    }
     return ServerSettings(**(values | overrides))
 
 
@@ -572,3 +579,36 @@ def test_sigkill_mid_way_then_restart_finishes_all_ten_jobs_once(tmp_path: Path)
             assert runs in (["interrupted", "succeeded"], ["succeeded"]), runs
     assert _files(tmp_path / "uploads") == []
     assert len(_files(tmp_path / "results")) == 10
+
+
+def test_a_short_job_is_not_starved_by_a_long_one(tmp_path: Path, long_clip: Path) -> None:
+    assert ServerSettings.model_fields["job_workers"].default == 2
+    with _client(tmp_path, job_workers=2) as client:  # the default: two job workers, shortest first
+        longs = [_submit(client, long_clip) for _ in range(3)]  # two run, one waits
+        short = _submit(client, JFK)  # queued after the third long one
+        done_short = _wait(client, short["id"], timeout=180)
+        assert done_short["status"] == "succeeded"
+        third = client.get(f"/v1/jobs/{longs[2]['id']}").json()
+        # the short job overtook the long one queued before it
+        assert third["status"] == "queued" or third["started_at"] >= done_short["started_at"]
+        for job in longs:
+            client.delete(f"/v1/jobs/{job['id']}")
+
+
+def test_shortest_queued_job_goes_first_and_waiting_ages_it(tmp_path: Path) -> None:
+    from dattavani_asr.server.jobs import store as jobs_store
+
+    store = jobs_store.JobStore(tmp_path / "jobs.sqlite3")
+    try:
+        store.add(jobs_store.NewJob("long", "upload", "a", {}, duration=1200.0), max_queued=10)
+        store.add(jobs_store.NewJob("short", "upload", "b", {}, duration=11.0), max_queued=10)
+        store.add(jobs_store.NewJob("unknown", "upload", "c", {}), max_queued=10)
+        first = store.claim_next()
+        assert first is not None and first.id == "short"
+        with store._tx() as db:  # the long job has waited 20 minutes: it now goes before a fresh short one
+            db.execute("UPDATE jobs SET created_at = created_at - 1300 WHERE id = 'long'")
+        store.add(jobs_store.NewJob("fresh", "upload", "d", {}, duration=30.0), max_queued=10)
+        second = store.claim_next()
+        assert second is not None and second.id == "long"
+    finally:
+        store.close()

@@ -56,7 +56,9 @@ class ServerSettings(BaseSettings):
     batch_wait_ms: float = BATCH_WAIT_MS.field()
     max_pending_requests: int = Field(16, ge=1, description="synchronous requests in flight before 429")
     request_workers: int = Field(16, ge=1, description="threads decoding audio of synchronous requests")
-    job_workers: int = Field(1, ge=1, description="jobs transcribed at the same time")
+    job_workers: int = Field(
+        2, ge=1, description="jobs transcribed at the same time (two: a short job runs beside a long one)"
+    )
     max_queued_jobs: int = Field(1000, ge=1)
     max_upload_mb: float = Field(200.0, gt=0)
     request_timeout_seconds: float = Field(600.0, gt=0)

@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS runs (
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+AGING = 1.0  # seconds of audio a queued job is moved forward per second it waits
+
 _COLUMNS = (
     "id, status, source_kind, source, options, progress, duration, error, error_code, attempts, cancel_requested, "
     "created_at, started_at, finished_at, webhook_url, webhook_status, webhook_attempts, webhook_error, webhook_at"
@@ -204,10 +206,18 @@ class JobStore:
         return int(count)
 
     def claim_next(self) -> JobRecord | None:
-        """The oldest queued job, now running (a new run is recorded), or None."""
+        """The queued job to run next, now running (a new run is recorded), or None.
+
+        Shortest first, so an 11-s upload does not wait behind a 20-min one; each second a job has waited
+        counts as AGING seconds less audio, so a long job is never starved (unknown durations: last).
+        """
         now = time.time()
         with self._tx() as db:
-            row = db.execute("SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1").fetchone()
+            row = db.execute(
+                "SELECT id FROM jobs WHERE status = 'queued' "
+                "ORDER BY COALESCE(duration, 86400) - (? - created_at) * ?, seq LIMIT 1",
+                (now, AGING),
+            ).fetchone()
             if row is None:
                 return None
             db.execute(
