@@ -410,6 +410,27 @@ def test_webhooks_are_signed_with_the_server_secret(tmp_path: Path) -> None:
     assert sender.signature(b"{}") == {}  # no secret: unsigned (documented)
 
 
+def test_a_job_can_sign_its_webhook_with_its_own_secret(tmp_path: Path) -> None:
+    import hashlib
+    import hmac
+
+    settings = {"allow_private_urls": True, "webhook_secret": "server-secret", "webhook_backoff_seconds": 0.05}
+    own = "job-secret-0123456789"
+    with _receiver(fail_first=0) as receiver, _client(tmp_path, **settings) as client:
+        submitted = _submit(client, FLEURS_EN[4], webhook_url=receiver.url, webhook_secret=own)
+        job = _wait(client, submitted["id"])
+        assert own not in json.dumps(job) and own not in json.dumps(client.get("/v1/jobs").json())
+        deadline = time.monotonic() + 20
+        while not receiver.raw:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        short = client.post("/v1/jobs", files={"file": ("a.flac", b"x")}, data={"webhook_secret": "short"})
+        assert short.status_code == 400 and short.json()["error"]["param"] == "webhook_secret"
+    fields = dict(part.split("=", 1) for part in (receiver.signatures[0] or "").split(","))
+    expected = hmac.new(own.encode(), fields["t"].encode() + b"." + receiver.raw[0], hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(fields["v1"], expected)
+
+
 def test_circuit_breaker_stops_calling_a_failing_receiver(tmp_path: Path) -> None:
     outcomes: list[tuple[str, str, int, str | None]] = []
     sender = WebhookSender(

@@ -47,6 +47,7 @@ class Delivery:
     key: str
     url: str
     payload: dict[str, Any]
+    secret: str | None = None  # the job's own; else the sender's
 
 
 class WebhookSender:
@@ -102,8 +103,8 @@ class WebhookSender:
             self._client.close()
             self._client = None
 
-    def send(self, key: str, url: str, payload: dict[str, Any]) -> None:
-        self._queue.put(Delivery(key, url, payload))
+    def send(self, key: str, url: str, payload: dict[str, Any], secret: str | None = None) -> None:
+        self._queue.put(Delivery(key, url, payload, secret))
 
     def breaker(self, url: str) -> CircuitBreaker:
         host = urlsplit(url).netloc.lower()
@@ -161,7 +162,7 @@ class WebhookSender:
             "X-Dattavani-Delivery": delivery.key,
             "User-Agent": "dattavani-asr-webhook",
             "Content-Type": "application/json",
-            **self.signature(body),
+            **self.signature(body, secret=delivery.secret),
         }
         try:
             response = self._client.post(delivery.url, content=body, headers=headers)
@@ -173,13 +174,14 @@ class WebhookSender:
             raise DeliveryError(f"receiver answered HTTP {response.status_code}")
         breaker.success()
 
-    def signature(self, body: bytes, now: float | None = None) -> dict[str, str]:
-        """`X-Dattavani-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` with the webhook
-        secret (none without one). The receiver recomputes it and refuses old timestamps (replays)."""
-        if self.secret is None:
+    def signature(self, body: bytes, now: float | None = None, secret: str | None = None) -> dict[str, str]:
+        """`X-Dattavani-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` with the job's
+        secret, else the server's (none without one). The receiver recomputes it and refuses old timestamps."""
+        key = secret.encode() if secret else self.secret
+        if key is None:
             return {}
         stamp = str(int(now if now is not None else time.time()))
-        digest = hmac.new(self.secret, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        digest = hmac.new(key, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
         return {"X-Dattavani-Signature": f"t={stamp},v1={digest}"}
 
     def _sleep(self, seconds: float) -> None:

@@ -390,7 +390,8 @@ class JobManager:
         job = self.store.get(job_id)
         if job is None or not job.webhook_url or job.status not in FINISHED:
             return
-        self.webhooks.send(job_id, job.webhook_url, {"type": f"job.{job.status}", "job": job_view(job)})
+        payload = {"type": f"job.{job.status}", "job": job_view(job)}
+        self.webhooks.send(job_id, job.webhook_url, payload, secret=job.options.get("webhook_secret"))
 
     def _webhook_result(self, job_id: str, status: str, attempts: int, error: str | None) -> None:
         store = self._store

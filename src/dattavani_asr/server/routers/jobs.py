@@ -54,6 +54,9 @@ class JobOptions(BaseModel):
     max_speakers: int | None = MAX_SPEAKERS.field()
     response_format: str = Field("json", description=f"default result format: {', '.join(RESULT_FORMATS)}")
     webhook_url: str | None = Field(None, description="POSTed the job summary when the job finishes")
+    webhook_secret: str | None = Field(
+        None, min_length=16, description="signs this job's webhook instead of the server's webhook_secret"
+    )
 
 
 _REQUEST_DOC: dict[str, Any] = {
@@ -127,7 +130,10 @@ def _stored_options(state: ServerState, options: JobOptions) -> dict[str, Any]:
         "min_speakers": options.min_speakers,
         "max_speakers": options.max_speakers,
     }
-    return {"request": request, "response_format": options.response_format}
+    stored: dict[str, Any] = {"request": request, "response_format": options.response_format}
+    if options.webhook_secret:  # kept with the job for its (re)deliveries; never shown in job views
+        stored["webhook_secret"] = options.webhook_secret
+    return stored
 
 
 def _check_urls(state: ServerState, options: JobOptions) -> None:
