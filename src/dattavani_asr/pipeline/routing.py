@@ -43,6 +43,13 @@ class Routes:
     def __str__(self) -> str:
         return ",".join(f"{language}={model}" for language, model in self.by_language)
 
+    def detector(self, multilingual: Callable[[str], bool]) -> str:
+        """The model that identifies each window's language: the `*` model, else the first multilingual one."""
+        for name in (self.model_for(ANY), *self.models):
+            if multilingual(name):
+                return name
+        raise InvalidOptionError(f"routing {self} needs a multilingual model to tell languages: add *=base")
+
 
 def parse_routes(spec: str | None) -> Routes | None:
     """Routes from `lang=model,…` (None for a plain model name)."""
@@ -69,14 +76,7 @@ class RoutedDecoder:
     def __init__(self, routes: Routes, decoders: Mapping[str, WindowDecoder]) -> None:
         self.routes = routes
         self.decoders = dict(decoders)
-        self.detector = self._detector()
-
-    def _detector(self) -> WindowDecoder:
-        preferred = [self.routes.model_for(ANY), *self.routes.models]
-        for name in preferred:
-            if self.decoders[name].multilingual:
-                return self.decoders[name]
-        raise InvalidOptionError(f"routing {self.routes} needs a multilingual model to tell languages: add *=base")
+        self.detector = self.decoders[routes.detector(lambda name: self.decoders[name].multilingual)]
 
     @property
     def name(self) -> str:
@@ -134,11 +134,7 @@ class RoutedEngine:
         self.engines = dict(engines)
         self.given = decoding.language  # --language: every window to that language's model
         self.trim = decoding.trim_encoder  # as configured: each model applies its own policy
-        order = [routes.model_for(ANY), *routes.models]
-        multilingual = [self.engines[name] for name in order if self.engines[name].multilingual]
-        if not multilingual:
-            raise InvalidOptionError(f"routing {routes} needs a multilingual model to tell languages: add *=base")
-        self.detector = multilingual[0]
+        self.detector = self.engines[routes.detector(lambda name: bool(self.engines[name].multilingual))]
 
     @property
     def name(self) -> str:
