@@ -24,6 +24,7 @@ class Served:
     range: str | None
     status: int
     body_bytes: int
+    host: str | None = None  # the request's Host header
 
 
 @dataclass
@@ -133,7 +134,14 @@ class _Handler(BaseHTTPRequestHandler):
         sent = body[: len(body) // 2] if cut else body
         # Logged before replying: a client may read the reply and check the log before this thread resumes.
         self.state.log.append(
-            Served(self.command, self.path.split("?", 1)[0], rng, status, len(sent) if with_body else 0)
+            Served(
+                self.command,
+                self.path.split("?", 1)[0],
+                rng,
+                status,
+                len(sent) if with_body else 0,
+                self.headers.get("Host"),
+            )
         )
         self.send_response(status)
         for key, value in headers.items():

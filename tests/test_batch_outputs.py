@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -192,3 +193,23 @@ def test_batch_takes_the_options_transcribe_takes(tmp_path: Path) -> None:
     refused = subprocess.run([*CLI, "batch", str(tmp_path), "--task", "translate", "--output-dir", str(out)],
                              check=False, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert refused.returncode == 8 and "English-only" in refused.stderr and "Traceback" not in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("relative", "name"),
+    [
+        ("../../escape.wav", "escape.wav"),
+        ("talks/../../../etc/escape.wav", "escape.wav"),
+        ("talks/..\\..\\a.wav", "..\\..\\a.wav"),
+        ("talks/bad\x00.wav", "bad\x00.wav"),
+        ("talks/..", ".."),
+    ],
+)
+def test_names_that_climb_out_of_the_output_folder_are_refused(tmp_path: Path, relative: str, name: str) -> None:
+    sink = LocalSink(tmp_path / "out")
+    hostile = replace(_item("/b/x.wav", "s3", "/b", "x.wav"), name=name, relative=PurePosixPath(relative))
+    fine = _item("/b/talks/fine.wav", "s3", "/b", "talks/fine.wav")
+    planned, refused = plan_destinations([(hostile, sink), (fine, sink)], ["txt"], {})
+    assert [d.item.uri for d in planned] == [fine.uri]
+    assert [item.uri for item, _ in refused] == [hostile.uri]
+    assert "refused, nothing written" in str(refused[0][1])

@@ -32,6 +32,7 @@ from dattavani_asr.io.retrying import RetryPolicy
 from dattavani_asr.server import ServerSettings, create_app
 from dattavani_asr.server.jobs import download as download_module
 from dattavani_asr.server.jobs.store import JobStore, NewJob
+from dattavani_asr.server.security import UrlGuard
 from dattavani_asr.server.webhooks import CircuitBreaker, Delivery, WebhookSender
 from helpers_audio import cli_command, cli_env, write_wav16
 from http_server import serve_files
@@ -439,7 +440,7 @@ def test_circuit_breaker_stops_calling_a_failing_receiver(tmp_path: Path) -> Non
         backoff=0.01,
         breaker_failures=2,
         breaker_cooldown=60.0,
-        allow_private=True,
+        guard=UrlGuard(allow_private=True),
     )
     with _receiver(fail_first=100) as receiver:
         sender.start()

@@ -16,7 +16,7 @@ from dattavani_asr.engine import AudioWindow
 from dattavani_asr.pipeline.scheduler import DynamicBatcher, Priority
 from dattavani_asr.server.errors import APIError
 from dattavani_asr.server.model_manager import ModelManager, ModelNotFoundError
-from dattavani_asr.server.security import RateLimiter, check_url_target
+from dattavani_asr.server.security import RateLimiter, UrlGuard, check_url_target
 from dattavani_asr.server.settings import ServerSettings, load_server_settings
 
 ENGLISH = DecodingOptions(language="en")
@@ -154,10 +154,10 @@ def test_model_manager_caps_loaded_models_and_unloads_idle(manager: ModelManager
 def test_url_guard_refuses_private_targets() -> None:
     for url in ("http://127.0.0.1/x.wav", "http://localhost:8000/a", "http://10.1.2.3/a", "http://169.254.169.254/"):
         with pytest.raises(APIError, match="non-public"):
-            check_url_target(url, allow_private=False)
+            check_url_target(url, UrlGuard())
     with pytest.raises(APIError, match="http"):
-        check_url_target("file:///etc/passwd", allow_private=True)
-    check_url_target("http://127.0.0.1/x.wav", allow_private=True)
+        check_url_target("file:///etc/passwd", UrlGuard(allow_private=True))
+    assert check_url_target("http://127.0.0.1/x.wav", UrlGuard(allow_private=True)).url == "http://127.0.0.1/x.wav"
 
 
 def test_rate_limiter_refills() -> None:

@@ -170,3 +170,19 @@ def test_batch_writes_through_an_s3_output_dir(s3: Any, tmp_path: Path) -> None:
     bad = BatchConfig(specs=specs, formats=["txt"], output_dir="ftp://host/out", state_dir=tmp_path / "state")
     with pytest.raises(InvalidOptionError, match="cannot write there"):
         BatchRun(bad, Transcriber("tiny.en"), make_options()).run()
+
+
+def test_object_keys_that_climb_out_of_the_output_dir_write_nothing(s3: Any, tmp_path: Path) -> None:
+    from dattavani_asr import Transcriber, make_options
+    from dattavani_asr.batch import BatchConfig, BatchRun
+
+    s3.put_object(Bucket=BUCKET, Key="talks/../../../escape.flac", Body=JFK.read_bytes())  # never listed
+    s3.put_object(Bucket=BUCKET, Key="talks/..\\..\\escape.flac", Body=JFK.read_bytes())  # refused
+    out = tmp_path / "deep" / "er" / "out"
+    config = BatchConfig(specs=[f"s3://{BUCKET}/talks/"], formats=["txt"], output_dir=str(out), state_dir=out / ".st")
+    summary = BatchRun(config, Transcriber("tiny.en"), make_options()).run()
+    assert (summary.files, summary.done, summary.failed) == (5, 4, 1)
+    written = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*.txt"))
+    assert written == [
+        f"deep/er/out/{name}.txt" for name in ("en/deeper/fleurs-en-001", "en/fleurs-en-000", "fr/fleurs-fr-000", "jfk")
+    ]

@@ -9,6 +9,10 @@ become `a/talk.txt` and `b/talk.txt`, and a single folder is mirrored as it alwa
 is still taken (by an earlier item of the run, or by a transcript another source finished in an
 earlier run of the same output folder) fails that item at planning time: nothing is overwritten.
 
+Names come from other people's storage (object keys, Drive titles, URLs): an item whose folder or name
+would climb out of the output folder (`..`, `.`, an absolute part, a separator or NUL in a name) fails
+with an `OutputError` and nothing is written for it.
+
 The plan depends only on the sources named and the state's record of finished items, so re-running
 the same command plans the same paths and resumes exactly.
 """
@@ -80,6 +84,19 @@ def _clashing(candidates: Sequence[Destination], formats: Sequence[str], taken: 
     return clashing
 
 
+_SEPARATORS = ("/", "\\", "\x00")
+
+
+def unsafe_path(item: SourceItem) -> str | None:
+    """Why `item`'s folder or name cannot name an output path safely, or None when it can."""
+    if item.relative.is_absolute():
+        return f"its path {str(item.relative)!r} is absolute"
+    for part in (*item.relative.parent.parts, item.name):
+        if part in ("", ".", "..") or any(mark in part for mark in _SEPARATORS):
+            return f"its path has the part {part!r}"
+    return None
+
+
 def plan_destinations(
     items: Sequence[tuple[SourceItem, Sink]], formats: Sequence[str], taken: Mapping[str, str]
 ) -> tuple[list[Destination], list[tuple[SourceItem, OutputError]]]:
@@ -87,11 +104,18 @@ def plan_destinations(
 
     `taken` maps output paths (case-folded) already written for finished items to their source URIs.
     """
-    candidates = [Destination(item, sink, item.stem) for item, sink in items]
+    refused: list[tuple[SourceItem, OutputError]] = []
+    safe = []
+    for item, sink in items:
+        reason = unsafe_path(item)
+        if reason is None:
+            safe.append((item, sink))
+        else:
+            refused.append((item, OutputError(f"{item.uri}: {reason}; refused, nothing written")))
+    candidates = [Destination(item, sink, item.stem) for item, sink in safe]
     clashing = _clashing(candidates, formats, taken)
     claimed: dict[str, str] = {}
     planned: list[Destination] = []
-    refused: list[tuple[SourceItem, OutputError]] = []
     for index, candidate in enumerate(candidates):
         destination = replace(candidate, base=candidate.item.name) if index in clashing else candidate
         targets = destination.targets(formats)

@@ -7,7 +7,9 @@ import ipaddress
 import socket
 import threading
 import time
-from urllib.parse import urlsplit
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -162,25 +164,78 @@ class RateLimiter:
             self._buckets[identity] = (tokens - 1.0, now)
 
 
-def check_url_target(url: str, allow_private: bool) -> None:
-    """Refuse non-HTTP URLs, and (unless allowed) hosts that resolve to loopback/private/link-local."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise APIError(400, "url must be an http(s) URL with a host", code="invalid_url", param="url")
-    if allow_private:
-        return
+def resolve(host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to (the guard's only DNS lookup: what it checks is what is used)."""
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)]
+
+
+@dataclass(frozen=True)
+class PinnedUrl:
+    """A checked URL rewritten to the address that was checked, so a second DNS answer cannot redirect it.
+
+    Send the request to `url` with `headers` (the original Host) and `extensions` (TLS server name:
+    certificates are still verified against the original host name).
+    """
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    extensions: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UrlGuard:
+    """Which hosts URL jobs and webhooks may reach: public addresses, plus `allowed_hosts` (`host` or
+    `host:port`, e.g. an internal object store) or, with `allow_private`, anything."""
+
+    allow_private: bool = False
+    allowed_hosts: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_settings(cls, settings: ServerSettings) -> UrlGuard:
+        hosts = frozenset(host.strip().lower() for host in settings.allowed_url_hosts if host.strip())
+        return cls(settings.allow_private_urls, hosts)
+
+    def allows_host(self, host: str, port: int | None) -> bool:
+        return self.allow_private or host in self.allowed_hosts or f"{host}:{port}" in self.allowed_hosts
+
+    def check(self, url: str) -> PinnedUrl:
+        """Refuse non-HTTP URLs and hosts resolving to non-public addresses; pin the rest (see PinnedUrl)."""
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if parts.scheme not in ("http", "https") or not host:
+            raise APIError(400, "url must be an http(s) URL with a host", code="invalid_url", param="url")
+        if self.allows_host(host, parts.port):
+            return PinnedUrl(url)
+        addresses = _public_addresses(host, parts.port or (443 if parts.scheme == "https" else 80))
+        literal = f"[{addresses[0]}]" if ":" in addresses[0] else addresses[0]
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = (f"{userinfo}@" if userinfo else "") + literal + (f":{parts.port}" if parts.port else "")
+        pinned = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        host_header = parts.netloc.rpartition("@")[2]
+        extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+        return PinnedUrl(pinned, {"Host": host_header}, extensions)
+
+
+def _public_addresses(host: str, port: int) -> list[str]:
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
-    except socket.gaierror as exc:
-        raise APIError(
-            400, f"cannot resolve {parts.hostname}: {exc.strerror}", code="invalid_url", param="url"
-        ) from exc
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
+        addresses = resolve(host, port)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else "bad host name"
+        raise APIError(400, f"cannot resolve {host}: {reason}", code="invalid_url", param="url") from exc
+    for text in addresses:
+        address = ipaddress.ip_address(text.partition("%")[0])
         if not address.is_global or address.is_multicast:
             raise APIError(
                 400,
-                f"url host {parts.hostname} resolves to a non-public address ({address}); refused",
+                f"url host {host} resolves to a non-public address ({address}); refused",
                 code="forbidden_url",
                 param="url",
             )
+    if not addresses:
+        raise APIError(400, f"cannot resolve {host}", code="invalid_url", param="url")
+    return addresses
+
+
+def check_url_target(url: str, guard: UrlGuard) -> PinnedUrl:
+    """`guard.check(url)`: the URL pinned to its checked address, or an APIError saying why not."""
+    return guard.check(url)

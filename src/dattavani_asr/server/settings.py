@@ -68,7 +68,10 @@ class ServerSettings(BaseSettings):
         None, description="bearer token /metrics asks for (not an API key); unset = /metrics is open, for scrapers"
     )
     cors_origins: list[str] = Field(default_factory=list)
-    allow_private_urls: bool = Field(False, description="let URL jobs fetch loopback/private hosts")
+    allow_private_urls: bool = Field(False, description="let URL jobs and webhooks reach loopback/private hosts")
+    allowed_url_hosts: list[str] = Field(
+        default_factory=list, description="hosts (name or name:port) URL jobs and webhooks may reach even if private"
+    )
     webhook_secret: str | None = Field(
         None, description="signs every webhook: X-Dattavani-Signature t=<unix>,v1=<HMAC-SHA256 of '<t>.<body>'>"
     )

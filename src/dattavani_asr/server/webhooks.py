@@ -21,7 +21,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from ..io.retrying import CircuitBreaker
 from .errors import APIError
-from .security import check_url_target
+from .security import UrlGuard, check_url_target
 
 log = logging.getLogger("dattavani_asr.server.webhooks")
 
@@ -61,7 +61,7 @@ class WebhookSender:
         backoff: float = 1.0,
         breaker_failures: int = 5,
         breaker_cooldown: float = 30.0,
-        allow_private: bool = False,
+        guard: UrlGuard | None = None,
         timeout: float = 10.0,
         threads: int = 2,
         secret: str | None = None,
@@ -72,7 +72,7 @@ class WebhookSender:
         self.backoff = backoff
         self.breaker_failures = breaker_failures
         self.breaker_cooldown = breaker_cooldown
-        self.allow_private = allow_private
+        self.guard = guard or UrlGuard()
         self.timeout = timeout
         self.thread_count = threads
         self._queue: queue.Queue[Delivery | None] = queue.Queue()
@@ -152,7 +152,7 @@ class WebhookSender:
     def _attempt(self, delivery: Delivery) -> None:
         if self._stopping.is_set():
             raise _Stopped
-        check_url_target(delivery.url, self.allow_private)  # APIError: not retried
+        target = check_url_target(delivery.url, self.guard)  # APIError: not retried
         breaker = self.breaker(delivery.url)
         if not breaker.allow():
             raise CircuitOpenError(f"circuit open for {urlsplit(delivery.url).netloc} after repeated failures")
@@ -163,9 +163,10 @@ class WebhookSender:
             "User-Agent": "dattavani-asr-webhook",
             "Content-Type": "application/json",
             **self.signature(body, secret=delivery.secret),
+            **target.headers,
         }
         try:
-            response = self._client.post(delivery.url, content=body, headers=headers)
+            response = self._client.post(target.url, content=body, headers=headers, extensions=target.extensions)
         except httpx.HTTPError as exc:
             breaker.failure()
             raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc

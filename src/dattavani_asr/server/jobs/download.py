@@ -20,7 +20,7 @@ from ...io.retrying import (
     raise_if_transient,
 )
 from ..errors import APIError
-from ..security import check_url_target
+from ..security import PinnedUrl, UrlGuard, check_url_target
 from ..service import CancelledError
 
 MAX_REDIRECTS = 5
@@ -49,7 +49,7 @@ def download(
     dest: Path,
     *,
     limit: int,
-    allow_private: bool,
+    guard: UrlGuard,
     cancel: threading.Event,
     policy: RetryPolicy | None = None,
 ) -> int:
@@ -66,7 +66,7 @@ def download(
     timeout = httpx.Timeout(60.0, connect=10.0)
     try:
         with httpx.Client(timeout=timeout, follow_redirects=False) as client:
-            attempt = partial(_attempt, client, url, dest, limit=limit, allow_private=allow_private, cancel=cancel)
+            attempt = partial(_attempt, client, url, dest, limit=limit, guard=guard, cancel=cancel)
             return call_with_retries(attempt, policy or DEFAULT_POLICY, sleep=pause)
     except (TransientError, CircuitOpenError) as exc:
         raise JobFailure(f"cannot download {redact(url)}: {exc}", "download_failed") from exc
@@ -75,22 +75,23 @@ def download(
 
 
 def _attempt(
-    client: httpx.Client, url: str, dest: Path, *, limit: int, allow_private: bool, cancel: threading.Event
+    client: httpx.Client, url: str, dest: Path, *, limit: int, guard: UrlGuard, cancel: threading.Event
 ) -> int:
     for _ in range(MAX_REDIRECTS + 1):
-        _check_target(url, allow_private)
-        with guarded(url), client.stream("GET", url, headers={"User-Agent": "dattavani-asr"}) as response:
+        target = _check_target(url, guard)
+        headers = {"User-Agent": "dattavani-asr", **target.headers}
+        with guarded(url), client.stream("GET", target.url, headers=headers, extensions=target.extensions) as response:
             if response.is_redirect and "location" in response.headers:
-                url = str(response.url.join(response.headers["location"]))
+                url = str(httpx.URL(url).join(response.headers["location"]))
                 continue
             _check_response(response, url, limit)
             return _save(response, dest, limit, cancel)
     raise JobFailure(f"cannot download {redact(url)}: more than {MAX_REDIRECTS} redirects", "download_failed")
 
 
-def _check_target(url: str, allow_private: bool) -> None:
+def _check_target(url: str, guard: UrlGuard) -> PinnedUrl:
     try:
-        check_url_target(url, allow_private)
+        return check_url_target(url, guard)
     except APIError as error:
         raise JobFailure(error.message, error.code or "invalid_url") from error
 

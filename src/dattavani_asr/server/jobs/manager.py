@@ -28,6 +28,7 @@ from ...pipeline.checkpoint import Checkpointer
 from ...pipeline.scheduler import Priority
 from ..errors import APIError, busy, from_core
 from ..metrics import Metrics
+from ..security import UrlGuard
 from ..service import CancelledError, TranscriptionRequest, TranscriptionService
 from ..settings import ServerSettings
 from ..webhooks import WebhookSender
@@ -94,7 +95,7 @@ class JobManager:
             backoff=settings.webhook_backoff_seconds,
             breaker_failures=settings.webhook_breaker_failures,
             breaker_cooldown=settings.webhook_breaker_cooldown_seconds,
-            allow_private=settings.allow_private_urls,
+            guard=UrlGuard.from_settings(settings),
             secret=settings.webhook_secret,
         )
 
@@ -342,7 +343,7 @@ class JobManager:
                 job.source,
                 path,
                 limit=self.settings.max_upload_bytes,
-                allow_private=self.settings.allow_private_urls,
+                guard=UrlGuard.from_settings(self.settings),
                 cancel=active.cancel,
             )
             duration = check_audio(path)

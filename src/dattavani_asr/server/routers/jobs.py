@@ -24,7 +24,7 @@ from ...pipeline.transcriber import fallback_chain
 from ..errors import APIError
 from ..jobs import STATUSES, JobManager
 from ..responses import RESULT_FORMATS, result_response
-from ..security import check_url_target
+from ..security import UrlGuard, check_url_target
 from ..state import ServerState, authorized, get_state
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(authorized)])
@@ -137,12 +137,12 @@ def _stored_options(state: ServerState, options: JobOptions) -> dict[str, Any]:
 
 
 def _check_urls(state: ServerState, options: JobOptions) -> None:
-    allow = state.settings.allow_private_urls
+    guard = UrlGuard.from_settings(state.settings)
     if options.url is not None:
-        check_url_target(options.url, allow)
+        check_url_target(options.url, guard)
     if options.webhook_url is not None:
         try:
-            check_url_target(options.webhook_url, allow)
+            check_url_target(options.webhook_url, guard)
         except APIError as error:
             raise APIError(error.status, error.message, code=error.code, param="webhook_url") from error
 
