@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..audio.decode import SAMPLE_RATE
-from ..audio.vad import StreamingVad
+from ..audio.vad import StreamingVad, end_threshold
 from ..core.errors import InvalidOptionError
 from ..core.options import MIN_CONFIDENCE, DecodingOptions, VadOptions
 from ..core.transcript import Word
@@ -284,6 +284,7 @@ class StreamSession:
         self.last_update_audio = 0.0  # audio_received when the last update started
         self.last_final_end = 0.0
         self.pending_errors: list[Event] = []
+        self.speech_onset: float | None = None  # where the speech not yet final began, as of the last update
 
     @property
     def audio_received(self) -> float:
@@ -304,10 +305,17 @@ class StreamSession:
         self.batcher.engine.check_options(changed)
         self.decoding = changed
 
+    def set_policy(self, policy: StreamPolicy) -> None:
+        """Timing and VAD settings for the audio that follows (a protocol's own turn detection)."""
+        self.policy = policy
+        self.vad.options = policy.vad
+        self.vad.negative = end_threshold(policy.vad)
+
     def update(self, ending: bool = False) -> list[Event]:
         """Events for the audio received so far; `ending` finalises whatever speech is left."""
         self.last_update_audio = self.audio_received
         spans = self._speech()
+        self.speech_onset = None
         if not spans:  # silence (or too little speech to tell yet): keep only the last second
             self._previous = None
             self.committed_until = max(self.committed_until, self.buffer_end - 1.0)
@@ -317,7 +325,17 @@ class StreamSession:
         if cut is not None:
             final = self._finalise(spans[0][0], cut)
             return [final] if final is not None else []
+        self.speech_onset = spans[0][0]
         return self._ongoing(spans)
+
+    def discard(self) -> None:
+        """Drop the audio received and not yet final: no final will come for it (a client's `clear`)."""
+        self.committed_until = max(self.committed_until, self.buffer_end)
+        self.speech_onset = None
+        self._previous = None
+        self._fullest = []
+        self._without_context = False
+        self._trim(self.buffer_end)
 
     def _speech(self) -> list[tuple[float, float]]:
         """Absolute speech spans not yet committed."""
@@ -580,6 +598,7 @@ class StreamSession:
             "text": _text(words),
             "start": words[0].start,
             "end": words[-1].end,
+            "words": [_word_event(w) for w in words],
             "audio_received": self.audio_received,
         }
 
@@ -599,13 +618,19 @@ class StreamSession:
         wanted = max(policy.step, self._decode_seconds * OWN_DECODE_SHARE, shared)
         self.step = min(policy.max_step, wanted)
 
-    def finish(self) -> list[Event]:
-        """After the client's `end`: finals for all remaining speech, then `done`."""
+    def flush(self) -> list[Event]:
+        """Finals for all the speech received so far, now (a client's commit); the session goes on."""
         events: list[Event] = []
         for _ in range(100):
             more = self.update(ending=True)
             events.extend(more)
             if not self._speech():
                 break
+        self.speech_onset = None
+        return events
+
+    def finish(self) -> list[Event]:
+        """After the client's `end`: finals for all remaining speech, then `done`."""
+        events = self.flush()
         events.append({"type": "done", "text": " ".join(self.finals), "audio_received": self.audio_received})
         return events

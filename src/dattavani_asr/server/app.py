@@ -14,7 +14,7 @@ from .errors import install_handlers
 from .metrics import Metrics
 from .model_manager import ModelManager
 from .observability import RequestContextMiddleware, setup_tracing
-from .routers import audio, models, ops, stream, web
+from .routers import audio, listen, models, ops, realtime, stream, web
 from .security import Authenticator, AuthGateMiddleware, BodyLimitMiddleware
 from .service import TranscriptionService
 from .settings import ServerSettings, load_server_settings
@@ -79,7 +79,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.state.server = state
     app.state.log = log
     install_handlers(app)
-    for router in (ops.router, audio.router, models.router, _jobs_router(), stream.router, web.router):
+    live = (stream.router, realtime.router, listen.router)  # one live core, three protocols
+    for router in (ops.router, audio.router, models.router, _jobs_router(), *live, web.router):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
     app.add_middleware(AuthGateMiddleware, settings=settings)  # outside the body limit: auth before any body
