@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ import pytest
 
 from conftest import DATA, JFK, fleurs
 from dattavani_asr import Transcriber, make_options
+from dattavani_asr.audio.decode import SAMPLE_RATE, decode_audio
 from dattavani_asr.batch import BatchConfig, BatchRun
 from dattavani_asr.batch.jobs import EndMessage, FileJob, WindowMessage
 from dattavani_asr.batch.packing import (
@@ -39,6 +41,8 @@ from dattavani_asr.evaluation import word_error_rate
 from dattavani_asr.io.sources.base import SourceItem
 from dattavani_asr.io.sources.local import LocalSink, LocalSource
 from dattavani_asr.pipeline.run import trims_encoder
+from helpers_audio import write_wav16
+from test_packing_seams import PHRASE_FILES, assert_transcript_is_its_own
 
 CLI = [sys.executable, "-c", "from dattavani_asr.cli import main; main()"]
 
@@ -147,32 +151,82 @@ def test_file_timeout_fails_only_the_slow_file(
     assert summary.failures[0]["error"] == "FileTimeoutError" and "stall.flac" in summary.failures[0]["file"]
 
 
-def test_kill_9_then_resume_finishes_every_file_exactly_once(archive: Path, tmp_path: Path) -> None:
-    (archive / "broken.mp3").unlink()
-    clips = sorted(archive.glob("*.ogg"))
-    for copy in range(3):
-        for clip in clips:
-            shutil.copy(clip, archive / f"copy{copy}-{clip.name}")
+def _done_records(out: Path) -> dict[str, list[str]]:
+    """The files the state database records as done, with their outputs."""
+    state = out / ".dattavani-batch.sqlite3"
+    if not state.exists():
+        return {}
+    with sqlite3.connect(state) as db:
+        try:
+            rows = db.execute("SELECT uri, outputs FROM files WHERE status = 'done'").fetchall()
+        except sqlite3.OperationalError:  # the table is not there yet
+            return {}
+    return {uri: json.loads(outputs or "[]") for uri, outputs in rows}
+
+
+@pytest.fixture()
+def phrase_archive(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """18 short files (9 phrases of three recordings, twice) and their references: sentences run on from
+    one file into the next, so packed windows hold several files and segments span them."""
+    root = tmp_path / "phrases"
+    root.mkdir()
+    references = {}
+    for number, (name, start, end, reference) in enumerate(PHRASE_FILES):
+        audio = decode_audio(DATA / name)[round(start * SAMPLE_RATE) : round(end * SAMPLE_RATE)]
+        for copy in ("", "again-"):
+            write_wav16(root / f"{copy}{Path(name).stem}-{number}.wav", audio)
+        references[f"{Path(name).stem}-{number}"] = reference
+    return root, references
+
+
+def _assert_each_transcript_is_its_own_files(out: Path, references: dict[str, str]) -> None:
+    """Every transcript is its own file's (`assert_transcript_is_its_own`), both copies of each file."""
+    texts = {path.stem: path.read_text() for path in sorted(out.rglob("*.txt"))}
+    assert len(texts) == 2 * len(references)
+    for name, text in texts.items():
+        own = name.removeprefix("again-")
+        others = [reference for other, reference in references.items() if other != own]
+        assert_transcript_is_its_own(name, text, references[own], others)
+    own_references = [references[name.removeprefix("again-")] for name in texts]
+    assert word_error_rate(own_references, list(texts.values())) < 0.2
+
+
+def test_kill_9_then_resume_finishes_every_file_exactly_once(
+    phrase_archive: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    archive, references = phrase_archive
     out = tmp_path / "out"
-    command = [*CLI, "batch", str(archive), "--output-dir", str(out), "-f", "txt,srt", "--no-pack"]
+    # packed (the default); batches of two packs, so that files finish in several steps and the kill comes between
+    command = [*CLI, "batch", str(archive), "--output-dir", str(out), "-f", "txt,srt", "--batch-size", "2"]
     process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while len(list(out.rglob("*.srt"))) < 3 and time.monotonic() < deadline and process.poll() is None:
+    while len(_done_records(out)) < 3 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    written_before = len(list(out.rglob("*.srt")))
-    assert 0 < written_before < 18
+    recorded = _done_records(out)  # done before the kill: outputs written, then recorded
+    assert 3 <= len(recorded) < 18, "the kill must come mid-way"
+    kept_outputs = {path: Path(path).stat().st_mtime_ns for outputs in recorded.values() for path in outputs}
+    assert len(kept_outputs) == 2 * len(recorded)
+
     second = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300, check=False)
     assert second.returncode == 0, second.stderr
-    srts = sorted(out.rglob("*.srt"))
-    assert len(srts) == 18 and len(set(srts)) == 18
-    assert all(p.read_text().startswith("1\n") for p in srts)
-    assert not [p for p in out.rglob("*") if p.name.endswith((".part", ".tmp"))]
     summary = json.loads((out / "batch-summary.json").read_text())
-    # every file exactly once over the two runs (a file killed between its outputs and its record is redone)
-    assert summary["done"] + summary["skipped"] == 18 and summary["failed"] == 0
-    assert summary["done"] >= 18 - written_before
+    # every file exactly once over the two runs: what was recorded is skipped, everything else is done now
+    # (a file killed between its outputs and its record is done again, its outputs replaced whole)
+    assert (summary["files"], summary["skipped"], summary["done"], summary["failed"]) == (
+        18,
+        len(recorded),
+        18 - len(recorded),
+        0,
+    )
+    assert {path: Path(path).stat().st_mtime_ns for path in kept_outputs} == kept_outputs, "a done file was redone"
+    assert set(_done_records(out)) == {str(path) for path in archive.glob("*.wav")}
+    srts = sorted(out.rglob("*.srt"))
+    assert len(srts) == 18 and all(p.read_text().startswith("1\n") for p in srts)
+    assert len(list(out.rglob("*.txt"))) == 18
+    assert not [p for p in out.rglob("*") if p.name.endswith((".part", ".tmp"))]
+    _assert_each_transcript_is_its_own_files(out, references)
     kept = (out / "batch-summary.json").read_bytes()
     started = time.monotonic()
     third = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=60, check=False)
@@ -184,19 +238,27 @@ def _window(offset: float, seconds: float) -> AudioWindow:
     return AudioWindow(offset, np.full(int(seconds * 16000), 0.1, dtype=np.float32))
 
 
-def test_packing_groups_in_order_and_maps_segments_back() -> None:
+def test_packing_groups_in_order_and_splits_a_segment_between_files_by_word() -> None:
     windows = [_window(100.0, 8.0), _window(0.5, 10.0), _window(3.0, 12.0), _window(0.0, 4.0)]
     groups = plan_packs(windows, limit=29.0, gap=1.0)
     assert groups == [[0, 1], [2, 3]]
     pack = build_pack(windows, groups[0], gap=1.0)
     assert pack.window.duration == pytest.approx(19.0)
     decoded = Decoded((), "", -0.2, 0.01, 1.3, 0.0)
-    segments = (RawSegment(0.2, 7.5, (1,), " first"), RawSegment(9.2, 18.6, (2,), " second"))
+    # one segment over both parts (as packed decoding gives a sentence that runs on): split between words
+    words = (Word(0.2, 3.0, " one", 0.9), Word(3.0, 8.4, " first", 0.9), Word(8.6, 12.0, " second", 0.9))
+    segments = (RawSegment(0.2, 12.0, (1,), " one first second", words), RawSegment(12.0, 18.6, (2,), " two"))
     result = WindowResult(pack.window, decoded, segments, "en", "tiny.en", 0.8)
     first, second = unpack(pack, result)
-    assert [s.text for s in first.segments] == [" first"] and first.window is windows[0]
-    assert first.segments[0].start == pytest.approx(100.2) and first.segments[0].end == pytest.approx(107.5)
-    assert second.segments[0].start == pytest.approx(0.5 + 0.2) and second.segments[0].end == pytest.approx(0.5 + 9.6)
+    assert [s.text for s in first.segments] == [" one first"] and first.window is windows[0]
+    assert [(w.word, w.start, w.end) for w in first.segments[0].words] == [
+        (" one", 100.2, 103.0),
+        (" first", 103.0, 108.0),
+    ]
+    assert (first.segments[0].start, first.segments[0].end) == (100.2, 108.0)  # clamped to the file's 8 s
+    assert [s.text for s in second.segments] == [" second", " two"] and second.window is windows[1]
+    assert [(w.word, w.start, w.end) for w in second.segments[0].words] == [(" second", 0.5, 3.5)]
+    assert second.segments[1].start == pytest.approx(0.5 + 3.0) and second.segments[1].end == pytest.approx(0.5 + 9.6)
 
 
 def test_local_sink_mirrors_relative_paths(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,10 +16,11 @@ from conftest import DATA
 from dattavani_asr import Transcriber, make_options
 from dattavani_asr.audio.decode import SAMPLE_RATE, decode_audio
 from dattavani_asr.audio.windows import speech_windows
-from dattavani_asr.batch.packing import build_pack, decode_packs, pack_limit, plan_packs, seam_doubts
+from dattavani_asr.batch.packing import Part, build_pack, decode_packs, pack_limit, plan_packs, seam_doubts, unpack
 from dattavani_asr.core.options import VadOptions
 from dattavani_asr.core.transcript import Word
 from dattavani_asr.core.types import AudioWindow, Decoded, RawSegment, WindowResult
+from dattavani_asr.evaluation import normalize, word_error_rate
 
 # English speech of the test set, in the order the clips are cut: (file, channel, end).
 SOURCES = [
@@ -144,3 +146,110 @@ def test_a_word_stretched_over_a_seam_stays_in_its_file(tiny: Transcriber) -> No
     [parts] = decode_packs(tiny.engine(), [build_pack(windows, [0, 1, 2])], decoding, "en")
     texts = [_words([part]) for part in parts]
     assert texts[0][-1] in ("sentence", "sentences") and texts[1][:3] == ["to", "the", "north"]
+
+
+# Recordings cut at their pauses (seconds), with each piece's reference: sentences that run on across
+# files, so the packed decoding gives segments that span several files and the word split decides.
+PHRASE_FILES = [
+    ("misc/jfk.flac", 0.19, 2.37, "and so my fellow americans"),
+    ("misc/jfk.flac", 3.23, 4.48, "ask not"),
+    ("misc/jfk.flac", 5.31, 7.75, "what your country can do for you"),
+    ("misc/jfk.flac", 8.09, 10.63, "ask what you can do for your country"),
+    ("fleurs/fleurs-en-001.ogg", 0.48, 3.49, "all nouns alongside the word sie for you"),
+    ("fleurs/fleurs-en-001.ogg", 3.55, 5.92, "always begin with a capital letter"),
+    ("fleurs/fleurs-en-001.ogg", 6.08, 8.10, "even in the middle of a sentence"),
+    (
+        "fleurs/fleurs-en-002.ogg",
+        0.29,
+        6.37,
+        "to the north and within easy reach is the romantic and fascinating town of sintra and which was made famous",
+    ),
+    (
+        "fleurs/fleurs-en-002.ogg",
+        6.53,
+        11.01,
+        "to foreigners after a glowing account of its splendours recorded by lord byron",
+    ),
+]
+
+
+def _phrase_windows() -> list[AudioWindow]:
+    """One window per phrase file (each file's VAD gives one: checked)."""
+    windows = []
+    for name, start, end, _ in PHRASE_FILES:
+        audio = decode_audio(DATA / name)[round(start * SAMPLE_RATE) : round(end * SAMPLE_RATE)]
+        [window] = speech_windows([audio], VadOptions())
+        windows.append(window)
+    return windows
+
+
+def assert_transcript_is_its_own(name: str, text: str, own: str, others: Sequence[str]) -> None:
+    """`text` matches its file's reference `own` better than any of `others`, and its edge words are its own:
+    it neither opens with another file's last words nor ends with another file's first words (a word
+    moved across a seam)."""
+    said, expected = normalize(text).split(), own.split()
+    assert said, (name, text)
+    ends = {word for other in others for word in other.split()[-2:]}
+    starts = {word for other in others for word in other.split()[:2]}
+    assert said[0] in expected[:2] or said[0] not in ends, (name, text, "opens with another file's last word")
+    assert said[-1] in expected[-2:] or said[-1] not in starts, (name, text, "ends with another file's first word")
+    score, scores = word_error_rate([own], [text]), [word_error_rate([other], [text]) for other in others]
+    assert score <= 0.5 and score < min(scores), (name, text, score, scores)
+
+
+def _assert_each_file_has_its_own_words(parts: list[WindowResult]) -> None:
+    """Each file's transcript is its own (`assert_transcript_is_its_own`), every word timed inside the file."""
+    references = [reference for *_, reference in PHRASE_FILES]
+    texts = ["".join(segment.text for segment in part.segments) for part in parts]
+    for number, (part, text, reference) in enumerate(zip(parts, texts, references, strict=True)):
+        assert_transcript_is_its_own(str(number), text, reference, references[:number] + references[number + 1 :])
+        window = part.window
+        words = [word for segment in part.segments for word in segment.words]
+        assert all(window.offset <= w.start <= w.end <= window.end for w in words), (number, words)
+    assert word_error_rate(references, texts) < 0.12
+
+
+def test_packed_segments_are_split_between_files_word_by_word(tiny: Transcriber) -> None:
+    """Real packed decoding as a batch run does it (trimmed packs, one pass with word timestamps): a
+    sentence that runs on from file to file comes back as one segment over several files, and its words
+    go each to the file whose audio holds it, timed in that file's own timeline."""
+    windows = _phrase_windows()
+    decoding = replace(make_options(trim_encoder=True).decoding, language="en")
+    groups = plan_packs(windows, pack_limit(True))
+    assert groups == [[0, 1, 2, 3], [4, 5, 6], [7, 8]]
+    packs = [build_pack(windows, group) for group in groups]
+    once = replace(decoding, word_timestamps=True, temperatures=decoding.temperatures[:1])
+    results = tiny.engine().transcribe_batch([pack.window for pack in packs], once, "en")[0]
+    split: list[WindowResult] = []
+    spanning = 0
+    for pack, result in zip(packs, results, strict=True):
+        parts = unpack(pack, result)
+        spanning += sum(sum(s.start < p.end and s.end > p.start for p in pack.parts) > 1 for s in result.segments)
+        packed = iter(word for segment in result.segments for word in segment.words)
+        for position, (part, piece) in enumerate(zip(pack.parts, parts, strict=True)):
+            before = pack.parts[position - 1].end if position else -1.0
+            after = pack.parts[position + 1].start if position + 1 < len(pack.parts) else 1e9
+            for word in (w for segment in piece.segments for w in segment.words):
+                timed = next(packed)  # every packed word, in order, in exactly one file
+                assert word.word == timed.word and (word.start, word.end) == _at(timed, part), (word, timed)
+                assert before < timed.end and timed.start < after, (timed, "is timed inside another file")
+        assert next(packed, None) is None, "a word of the packed result is in no file"
+        split += parts
+    assert spanning >= 2  # segments ran across files: the word split, not the segment owner, decided
+    _assert_each_file_has_its_own_words(split)
+    # the production path (doubtful parts decoded again alone) keeps every word in its file too
+    produced = [
+        part
+        for parts in decode_packs(tiny.engine(), packs, replace(decoding, word_timestamps=True), "en")
+        for part in parts
+    ]
+    _assert_each_file_has_its_own_words(produced)
+
+
+def _at(word: Word, part: Part) -> tuple[float, float]:
+    """A packed word's times in the file of `part` (clamped to the file, as a split word is)."""
+
+    def local(seconds: float) -> float:
+        return round(part.window.offset + min(max(seconds - part.start, 0.0), part.window.duration), 3)
+
+    return local(word.start), local(word.end)
