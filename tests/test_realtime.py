@@ -91,7 +91,7 @@ class Recorder:
 
     def wait_for(self, kind: str, count: int = 1, timeout: float = 60.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
-        while (found := [e for e in self.events if e["type"] == kind]) and len(found) < count or not found:
+        while len(found := [e for e in self.events if e["type"] == kind]) < count:
             assert time.monotonic() < deadline and self.thread.is_alive(), (kind, self.events[-5:])
             time.sleep(0.02)
         return found[count - 1]
