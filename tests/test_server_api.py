@@ -148,18 +148,45 @@ def test_missing_file_is_400(http: TestClient) -> None:
     assert response.status_code == 400 and response.json()["error"]["param"] == "file"
 
 
-def test_health_answers_while_workers_are_busy(http: TestClient, client: OpenAI) -> None:
-    busy = [
-        threading.Thread(target=_transcribe, args=(client, DATA / "fleurs" / "fleurs-en-003.ogg")) for _ in range(3)
-    ]
-    for thread in busy:
+def _start_all(client: OpenAI, clips: list[Path]) -> tuple[list[threading.Thread], list[object]]:
+    """Transcribe `clips` at once, a thread each; the list fills with each result or the error it raised."""
+    outcomes: list[object] = [None] * len(clips)
+
+    def call(index: int) -> None:
+        try:
+            outcomes[index] = _transcribe(client, clips[index])
+        except Exception as exc:  # kept, to be reported by the test
+            outcomes[index] = exc
+
+    threads = [threading.Thread(target=call, args=(index,)) for index in range(len(clips))]
+    for thread in threads:
         thread.start()
+    return threads, outcomes
+
+
+def _assert_all_transcribed(clips: list[Path], outcomes: list[object]) -> None:
+    """Every request succeeded with its own clip's text (close to its reference, not another clip's)."""
+    references = {Path(item["file"]).name: item["reference"] for item in fleurs("en")}
+    texts = [getattr(outcome, "text", None) for outcome in outcomes]
+    assert all(isinstance(text, str) for text in texts), outcomes  # not one failed
+    assert len(texts) == len(clips)
+    for clip, text in zip(clips, texts, strict=True):
+        scores = {name: word_error_rate([reference], [str(text)]) for name, reference in references.items()}
+        own = scores.pop(clip.name)
+        assert own < 0.2 and own < min(scores.values()), (clip.name, text, own)
+
+
+def test_health_answers_while_workers_are_busy(http: TestClient, client: OpenAI) -> None:
+    clips = [DATA / "fleurs" / f"fleurs-en-00{i}.ogg" for i in (3, 4, 1)]
+    threads, outcomes = _start_all(client, clips)
     time.sleep(0.3)
+    assert any(thread.is_alive() for thread in threads)  # the health check comes while they run
     started = time.perf_counter()
     assert http.get("/health").json() == {"status": "ok"}
     assert time.perf_counter() - started < 0.25
-    for thread in busy:
+    for thread in threads:
         thread.join()
+    _assert_all_transcribed(clips, outcomes)
 
 
 def test_concurrent_requests_share_batches(http: TestClient, client: OpenAI) -> None:
@@ -169,13 +196,13 @@ def test_concurrent_requests_share_batches(http: TestClient, client: OpenAI) -> 
         return sum(s.value for s in samples if s.name.endswith("_count"))
 
     before = batches()
-    clips = [DATA / "fleurs" / "fleurs-en-000.ogg"] * 4  # one encoder context: windows may share a batch
-    threads = [threading.Thread(target=_transcribe, args=(client, clip)) for clip in clips]
-    for thread in threads:
-        thread.start()
+    # one window each, all of one encoder context (trimmed to 15 s): the windows may share a batch
+    clips = [DATA / "fleurs" / f"fleurs-en-00{i}.ogg" for i in (0, 1, 0, 1)]
+    threads, outcomes = _start_all(client, clips)
     for thread in threads:
         thread.join()
-    assert batches() - before < 4  # four one-window requests took fewer than four engine calls
+    _assert_all_transcribed(clips, outcomes)  # four answers, each with its own clip's text
+    assert 1 <= batches() - before < 4  # four one-window requests took fewer than four engine calls
 
 
 def test_metrics_parse_and_count(http: TestClient) -> None:
@@ -254,20 +281,15 @@ def test_streamed_body_over_limit_is_413(tmp_path: Path) -> None:
 def test_busy_server_answers_429(tmp_path: Path) -> None:
     with _app_client(tmp_path, max_pending_requests=1) as http:
         client = OpenAI(base_url="http://testserver/v1", api_key="x", http_client=http, max_retries=0)
-        errors: list[Exception] = []
-
-        def call() -> None:
-            try:
-                _transcribe(client, DATA / "fleurs" / "fleurs-en-003.ogg")
-            except openai.RateLimitError as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=call) for _ in range(3)]
-        for thread in threads:
-            thread.start()
+        clips = [DATA / "fleurs" / "fleurs-en-003.ogg"] * 3
+        threads, outcomes = _start_all(client, clips)
         for thread in threads:
             thread.join()
-    assert errors and errors[0].response.headers["retry-after"]
+    refused = [outcome for outcome in outcomes if isinstance(outcome, openai.RateLimitError)]
+    served = [(clip, outcome) for clip, outcome in zip(clips, outcomes, strict=True) if outcome not in refused]
+    assert refused and served, outcomes  # one at a time: the others are refused, not failed
+    assert all(int(error.response.headers["retry-after"]) >= 1 for error in refused)
+    _assert_all_transcribed([clip for clip, _ in served], [outcome for _, outcome in served])
 
 
 def test_cors_preflight_when_configured(tmp_path: Path) -> None:

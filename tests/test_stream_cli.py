@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +16,7 @@ from conftest import JFK, JFK_PHRASE
 from dattavani_asr.audio.decode import decode_audio
 from dattavani_asr.cli.stream_client import StreamReport
 from dattavani_asr.cli.stream_cmd import local_server
-from dattavani_asr.evaluation import normalize
+from dattavani_asr.evaluation import normalize, word_error_rate
 from helpers_audio import cli_command, cli_env
 
 
@@ -31,15 +33,55 @@ def run_cli(args: Sequence[str], stdin: bytes | None = None) -> subprocess.Compl
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
+JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+MS = r"(-|\d+ ms)"
+STATISTICS = re.compile(
+    r"(?P<audio>[\d.]+) s of audio, (?P<finals>\d+) finals.*? "
+    rf"final latency p50 (?P<p50>{MS}), p95 (?P<p95>{MS}) "
+    rf"partial interval mean (?P<gap_mean>{MS}), max (?P<gap_max>{MS}); "
+    rf"first partial after speech starts: mean (?P<first_mean>{MS}), max (?P<first_max>{MS}) "
+    rf"lag at the end (?P<lag>{MS}), max (?P<lag_max>{MS})"
+)
+FINAL_LINE = re.compile(r"\[\s*(?P<start>[\d.]+) → \s*(?P<end>[\d.]+)\] (?P<text>.+)")
+
+
+def statistics_of(stderr: str) -> dict[str, float | None]:
+    """The numbers `stream` prints on stderr: seconds of audio, finals, and the measures in seconds (None: '-')."""
+    found = STATISTICS.search(" ".join(stderr.split()))
+    assert found, stderr
+    values: dict[str, float | None] = {"audio": float(found["audio"]), "finals": float(found["finals"])}
+    for key, text in found.groupdict().items():
+        if key not in values:
+            values[key] = None if text == "-" else int(text.removesuffix(" ms")) / 1000
+    return values
+
+
+def assert_latencies_sane(values: dict[str, float | None], limit: float = 30.0) -> None:
+    """A final's latency and a first partial's delay are measured (not '-'), positive and ordered."""
+    p50, p95, first_mean, first_max = (values[key] for key in ("p50", "p95", "first_mean", "first_max"))
+    assert p50 is not None and p95 is not None and 0.0 < p50 <= p95 < limit, values
+    assert first_mean is not None and first_max is not None and 0.0 < first_mean <= first_max < limit, values
+    for low, high in (("gap_mean", "gap_max"), ("lag", "lag_max")):
+        low_value, high_value = values[low], values[high]
+        assert (low_value is None) == (high_value is None), values
+        assert low_value is None or high_value is None or 0.0 <= low_value <= high_value < limit, values
+
+
 def test_file_to_in_process_engine_prints_finals_and_latency() -> None:
     result = run_cli([str(JFK), "--fast"])
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines and all(line.startswith("[") and " → " in line for line in lines), result.stdout
-    finals = " ".join(line.split("] ", 1)[1] for line in lines)
-    assert JFK_PHRASE in normalize(finals), finals
-    assert "final latency p50" in result.stderr and "partial interval" in result.stderr, result.stderr
-    assert "lag at the end" in result.stderr and "Traceback" not in result.stderr
+    finals = [FINAL_LINE.fullmatch(line) for line in lines]
+    assert lines and all(finals), result.stdout
+    times = [(float(final["start"]), float(final["end"])) for final in finals if final]
+    assert all(0.0 <= start < end <= 11.1 for start, end in times), times
+    assert all(end <= later for (_, end), (later, _) in itertools.pairwise(times)), times  # in order, no overlap
+    text = " ".join(final["text"] for final in finals if final)
+    assert JFK_PHRASE in normalize(text) and word_error_rate([JFK_TEXT], [text]) < 0.1, text
+    values = statistics_of(result.stderr)
+    assert values["audio"] == pytest.approx(11.0, abs=0.1) and values["finals"] == len(lines), values
+    assert_latencies_sane(values)
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(("encoding", "rate"), [("pcm_f32le", 16000), ("pcm_s16le", 8000)])
@@ -54,10 +96,18 @@ def test_raw_pcm_from_stdin_as_json_lines(encoding: str, rate: int) -> None:
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert events[0]["type"] == "ready" and events[0]["sample_rate"] == rate
     assert events[-1]["type"] == "done" and abs(events[-1]["audio_received"] - audio.shape[0] / rate) < 0.01
-    finals = [event["text"] for event in events if event["type"] == "final"]
-    assert events[-1]["text"] == " ".join(finals)
-    assert "country can do for you" in normalize(events[-1]["text"]), events[-1]["text"]
-    assert "final latency" in result.stderr
+    finals = [event for event in events if event["type"] == "final"]
+    assert finals and events[-1]["text"] == " ".join(final["text"] for final in finals)
+    seconds = audio.shape[0] / rate
+    assert all(0.0 <= f["start"] < f["end"] <= seconds and f["audio_received"] <= seconds for f in finals), finals
+    assert all(a["end"] <= b["start"] for a, b in itertools.pairwise(finals)), finals
+    # the first final is fragile here ("and so am i fell in americans": 18-36 % WER), the rest is not
+    text = normalize(events[-1]["text"])
+    assert text.endswith("what your country can do for you ask what you can do for your country"), text
+    assert word_error_rate([JFK_TEXT], [text]) < 0.5, text
+    values = statistics_of(result.stderr)
+    assert values["audio"] == pytest.approx(seconds, abs=0.1) and values["finals"] == len(finals), values
+    assert_latencies_sane(values)
 
 
 def test_dead_url_is_a_clean_error() -> None:
