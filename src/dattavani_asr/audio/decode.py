@@ -8,6 +8,7 @@ nothing decodes raises `UndecodableAudioError`.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 from collections.abc import Iterator
@@ -44,6 +45,8 @@ DEFAULT_BLOCK_SECONDS = 60.0
 SEEK_PREROLL = 0.5  # seconds decoded and dropped before --start: decoder/resampler warm-up
 MIN_GAP = 0.05  # seconds: a larger jump in frame timestamps is audio lost to corrupt packets, filled with silence
 MAX_GAP = 60.0  # seconds: a larger jump is a timestamp discontinuity, not lost audio, and is not filled
+# Sample rates outside these are damaged headers: a second of audio declared at 1 Hz would decode to 4 hours.
+MIN_RATE, MAX_RATE = 2_000, 768_000
 SILENCE_PEAK = 1e-4  # about -80 dBFS: digital silence, not a quiet room
 
 AudioSource = str | os.PathLike[str] | bytes | bytearray | IO[bytes]
@@ -80,6 +83,42 @@ def _check_path(path: Path) -> None:
         raise EmptyAudioError(f"{path}: file is empty (0 bytes)")
 
 
+class _QuietSeeks:
+    """A file object for PyAV whose failed seeks (a damaged header asking for a negative offset) come back
+    as FFmpeg error codes instead of Python exceptions that PyAV prints to stderr with a traceback."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.name = describe_source(raw)
+
+    def read(self, size: int = -1) -> bytes:
+        return self.raw.read(size)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        try:
+            return self.raw.seek(offset, whence)
+        except (OSError, ValueError, OverflowError) as exc:
+            return -(getattr(exc, "errno", None) or errno.EINVAL)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def seekable(self) -> bool:
+        return bool(getattr(self.raw, "seekable", lambda: True)())
+
+
+def _check_stream(stream: IO[bytes], name: str) -> None:
+    """An empty seekable stream is an empty file, not an undecodable one."""
+    seekable = getattr(stream, "seekable", lambda: False)
+    if not seekable():
+        return
+    position = stream.tell()
+    empty = not stream.read(1)
+    stream.seek(position)
+    if empty:
+        raise EmptyAudioError(f"{name}: file is empty (0 bytes)")
+
+
 def open_container(source: AudioSource) -> Any:
     """Open `source` with PyAV, mapping every failure to a typed error."""
     name = describe_source(source)
@@ -91,6 +130,9 @@ def open_container(source: AudioSource) -> Any:
         if not source:
             raise EmptyAudioError(f"{name}: no data (0 bytes)")
         target = io.BytesIO(bytes(source))
+    else:
+        _check_stream(source, name)
+        target = _QuietSeeks(source)
     try:
         return av.open(target, mode="r", metadata_errors="ignore")
     except av.error.FFmpegError as exc:
@@ -103,7 +145,11 @@ def _audio_stream(container: Any, name: str) -> Any:
     if not container.streams.audio:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         raise NoAudioStreamError(f"{name}: no audio stream (streams found: {', '.join(kinds)})")
-    return container.streams.audio[0]
+    stream = container.streams.audio[0]
+    rate = stream.codec_context.sample_rate or 0
+    if rate and not MIN_RATE <= rate <= MAX_RATE:
+        raise UndecodableAudioError(f"{name}: a sample rate of {rate} Hz is not audio (damaged header?)")
+    return stream
 
 
 def probe(source: AudioSource) -> AudioInfo:
@@ -139,6 +185,10 @@ def _decoded_frames(container: Any, stream: Any, name: str) -> Iterator[Any]:
                 break
             continue
         for frame in frames:
+            if not MIN_RATE <= frame.sample_rate <= MAX_RATE:  # a damaged frame header
+                errors += 1
+                last_error = f"a frame at {frame.sample_rate} Hz"
+                continue
             decoded += 1
             yield frame
     if decoded == 0 and errors:
@@ -153,7 +203,7 @@ def _resampled(frames: Iterator[Any], channel: int | None) -> Iterator[tuple[flo
     so the time of the frame that happens to release the first output would be late. Where timestamps
     show lost audio (corrupt packets skipped), silence of that length keeps later audio in place.
     """
-    resampler = av.AudioResampler(format="fltp", layout="mono" if channel is None else None, rate=SAMPLE_RATE)
+    resampler = _Resampler(channel)
     time: float | None = None
     expected: float | None = None
     first = True
@@ -173,6 +223,30 @@ def _resampled(frames: Iterator[Any], channel: int | None) -> Iterator[tuple[flo
         first = False
 
 
+class _Resampler:
+    """PyAV's resampler, set up again (after flushing the old one) when the frames' format, layout or
+    rate changes mid-stream, as in concatenated or damaged files."""
+
+    def __init__(self, channel: int | None) -> None:
+        self.channel = channel
+        self.setup: tuple[str, str, int] | None = None
+        self.current = self._new()
+
+    def _new(self) -> Any:
+        return av.AudioResampler(format="fltp", layout="mono" if self.channel is None else None, rate=SAMPLE_RATE)
+
+    def resample(self, frame: Any) -> list[Any]:
+        if frame is None:
+            return list(self.current.resample(None))
+        setup = (frame.format.name, frame.layout.name, frame.sample_rate)
+        flushed: list[Any] = []
+        if self.setup is not None and setup != self.setup:
+            flushed = list(self.current.resample(None))
+            self.current = self._new()
+        self.setup = setup
+        return flushed + list(self.current.resample(frame))
+
+
 def _gap(expected: float | None, time: float | None) -> float:
     """Seconds of audio missing before a frame at `time`, when the previous frame ended at `expected`."""
     if expected is None or time is None:
@@ -183,10 +257,17 @@ def _gap(expected: float | None, time: float | None) -> float:
 
 def _pick_channel(array: np.ndarray, channel: int | None) -> np.ndarray:
     if channel is None:
-        return array.reshape(-1).astype(np.float32, copy=False)
+        return _finite(array.reshape(-1).astype(np.float32, copy=False))
     if channel >= array.shape[0]:
         raise InvalidOptionError(f"channel {channel} requested but the audio has {array.shape[0]} channel(s)")
-    return np.ascontiguousarray(array[channel], dtype=np.float32)
+    return _finite(np.ascontiguousarray(array[channel], dtype=np.float32))
+
+
+def _finite(samples: np.ndarray) -> np.ndarray:
+    """NaN and infinite samples (float WAVs from broken tools) as silence: they would poison the features."""
+    if np.isfinite(samples).all():
+        return samples
+    return np.asarray(np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0), dtype=np.float32)
 
 
 def _clip(

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 
+def printable(text: str) -> str:
+    """`text` safe to store, print or send: bytes of a file name that are not UTF-8 (kept by Python as
+    lone surrogates) written as `\\xe9`, so a Latin-1 name in an old archive never breaks a log line,
+    a database row or a JSON answer."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 class DattavaniError(Exception):
-    """Base class of every error this package raises on purpose."""
+    """Base class of every error this package raises on purpose. Its message is always `printable`."""
 
     exit_code: int = 1
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(printable(arg) if isinstance(arg, str) else arg for arg in args))
 
 
 class UnreadablePathError(DattavaniError):

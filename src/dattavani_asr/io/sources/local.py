@@ -11,7 +11,7 @@ from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from ...core.errors import InvalidOptionError, OutputError, UnreadablePathError
+from ...core.errors import InvalidOptionError, OutputError, UnreadablePathError, printable
 from ..writers import OUTPUT_SUBDIR
 from .base import SourceItem
 
@@ -63,7 +63,7 @@ def local_item(path: Path, root: Path) -> SourceItem:
     stat = path.stat()
     relative = PurePosixPath(path.relative_to(root).as_posix())
     return SourceItem(
-        uri=str(path.resolve()),
+        uri=printable(str(path.resolve())),  # the file is still opened by its bytes
         name=path.name,
         relative=relative,
         size=stat.st_size,
@@ -140,7 +140,10 @@ class LocalSource:
 
     def open(self, item: SourceItem) -> IO[bytes]:
         assert item.local_path is not None
-        return item.local_path.open("rb")
+        try:
+            return item.local_path.open("rb")
+        except OSError as exc:  # gone, or its permissions changed, since the folder was listed
+            raise UnreadablePathError(f"{item.uri}: cannot read ({exc.strerror or exc})") from exc
 
     def default_sink(self) -> LocalSink:
         return LocalSink(None)
