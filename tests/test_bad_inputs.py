@@ -21,6 +21,7 @@ from dattavani_asr.core.errors import (
     UnreadablePathError,
 )
 from dattavani_asr.io.writers import OUTPUT_SUBDIR
+from helpers_audio import JFK as JFK_PATH
 from helpers_audio import SPEECH_FORMATS, best_lag, envelope_correlation, jfk_reference, start_cli
 
 
@@ -240,3 +241,75 @@ def test_cli_continues_after_a_bad_file(tmp_path: Path) -> None:
         assert path.name in line
     assert "Traceback" not in stderr
     assert not (tmp_path / OUTPUT_SUBDIR).exists()
+
+
+# ---- found by the fuzz campaign (tests/test_fuzz.py)
+
+
+def _float_wav(samples: np.ndarray) -> bytes:
+    import struct
+
+    data = samples.astype("<f4").tobytes()
+    fmt = struct.pack("<HHIIHH", 3, 1, SAMPLE_RATE, SAMPLE_RATE * 4, 4, 32)
+    header = b"WAVEfmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data))
+    return b"RIFF" + struct.pack("<I", 4 + len(header) - 4 + len(data)) + header + data
+
+
+def test_nan_and_infinite_samples_read_as_silence(tmp_path: Path) -> None:
+    speech = jfk_reference().copy()
+    speech[::97] = np.nan
+    speech[5::1009] = np.inf
+    path = tmp_path / "nan.wav"
+    path.write_bytes(_float_wav(speech))
+    decoded = decode_audio(path)
+    assert np.isfinite(decoded).all() and decoded.shape == speech.shape
+    assert envelope_correlation(decoded, jfk_reference()) > 0.95
+
+
+def test_a_sample_rate_change_mid_stream_keeps_decoding() -> None:
+    """Two mp3 streams at different rates, back to back (as cat-joined or damaged files are)."""
+    first = encode_audio(jfk_reference()[: 4 * SAMPLE_RATE], SAMPLE_RATE, SPEECH_FORMATS["mp3"])
+    second_case = SPEECH_FORMATS["mp3"].__class__("mp3", "mp3", "libmp3lame", 22050, "fltp")
+    second = encode_audio(jfk_reference()[4 * SAMPLE_RATE : 8 * SAMPLE_RATE], SAMPLE_RATE, second_case)
+    decoded = decode_audio(first + second)
+    assert abs(decoded.shape[0] / SAMPLE_RATE - 8.0) < 0.3
+
+
+def test_a_nonsense_sample_rate_is_refused_not_decoded_for_hours(tmp_path: Path) -> None:
+    path = tmp_path / "one-hertz.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(1)  # one second of speech declared at 1 Hz would decode to 4.4 hours
+        out.writeframes((jfk_reference()[:SAMPLE_RATE] * 32767).astype("<i2").tobytes())
+    with pytest.raises(UndecodableAudioError, match="sample rate of 1 Hz"):
+        decode_audio(path)
+
+
+def test_an_empty_stream_is_empty_not_undecodable(tmp_path: Path) -> None:
+    path = tmp_path / "empty.mp3"
+    path.write_bytes(b"")
+    with path.open("rb") as handle, pytest.raises(EmptyAudioError, match="empty"):
+        decode_audio(handle)
+
+
+def test_latin1_file_names_are_transcribed_and_reported(tmp_path: Path) -> None:
+    """Old archives hold names that are not UTF-8: the file is read by its bytes, messages show `\\xe9`."""
+    import os
+
+    from dattavani_asr import Transcriber, make_options
+    from dattavani_asr.batch import BatchConfig, BatchRun
+    from dattavani_asr.evaluation import normalize
+
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    good = Path(os.fsdecode(os.fsencode(folder) + b"/caf\xe9-jfk.flac"))
+    good.write_bytes(JFK_PATH.read_bytes())
+    Path(os.fsdecode(os.fsencode(folder) + b"/caf\xe9-broken.mp3")).write_bytes(b"not audio" * 100)
+    config = BatchConfig(specs=[str(folder)], formats=["txt"], output_dir=str(tmp_path / "out"))
+    summary = BatchRun(config, Transcriber("tiny.en"), make_options()).run()
+    assert (summary.done, summary.failed) == (1, 1)
+    assert summary.failures[0]["file"].endswith("/caf\\xe9-broken.mp3")
+    assert "caf\\xe9-broken.mp3" in summary.failures[0]["message"]
+    transcript = Path(os.fsdecode(os.fsencode(tmp_path) + b"/out/caf\xe9-jfk.txt"))
+    assert "ask not what your country" in normalize(transcript.read_text())
