@@ -276,4 +276,8 @@ class BatchRun:
         return state_directory(self.config) / SUMMARY_FILENAME
 
     def _write_summary(self) -> None:
-        write_text_atomic(json.dumps(self.summary.to_dict(), indent=2) + "\n", self.summary_path)
+        path = self.summary_path
+        if path.parent.is_dir():  # the temp file of a run killed while writing its summary
+            for stale in path.parent.glob(f".{path.name}.*.part"):
+                stale.unlink(missing_ok=True)
+        write_text_atomic(json.dumps(self.summary.to_dict(), indent=2) + "\n", path)

@@ -92,14 +92,21 @@ class RunState:
         self._update("UPDATE files SET status='running', attempts=attempts+1, updated_at=? WHERE uri=?", uri)
 
     def finished(self, uri: str, audio_seconds: float, wall_seconds: float, outputs: list[str]) -> None:
-        self._update(
-            "UPDATE files SET status='done', error=NULL, error_type=NULL, audio_seconds=?, wall_seconds=?, "
-            "outputs=?, updated_at=? WHERE uri=?",
-            audio_seconds,
-            wall_seconds,
-            json.dumps(outputs),
-            uri=uri,
-        )
+        """Record the file done and forget its stored windows, in one transaction: a kill between the two
+        would leave the windows of a done file in the database for good."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "UPDATE files SET status='done', error=NULL, error_type=NULL, audio_seconds=?, wall_seconds=?, "
+                    "outputs=?, updated_at=? WHERE uri=?",
+                    (audio_seconds, wall_seconds, json.dumps(outputs), time.time(), uri),
+                )
+                self._db.execute("DELETE FROM finished_windows WHERE recording = ?", (uri,))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def failed(self, uri: str, error: BaseException, wall_seconds: float) -> None:
         self._update(
