@@ -43,7 +43,10 @@ def manager(tmp_path_factory: pytest.TempPathFactory) -> ModelManager:
     return ModelManager(settings)
 
 
-def test_interactive_windows_run_before_job_windows(manager: ModelManager) -> None:
+def test_interactive_windows_run_before_job_windows(manager: ModelManager, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dattavani_asr.pipeline import scheduler
+
+    monkeypatch.setattr(scheduler, "JOB_AGING_SECONDS", 600.0)  # however slow the blocker decodes here
     with manager.use("tiny.en") as entry:
         recording = RecordingEngine(entry.engine)
         batcher = DynamicBatcher(recording, batch_size=2, batch_wait_ms=0)
@@ -57,6 +60,29 @@ def test_interactive_windows_run_before_job_windows(manager: ModelManager) -> No
         batcher.stop()
     assert recording.batches[0] == [99.0]
     assert recording.batches[1][0] == 10.0  # the interactive window jumped the queue of job windows
+    assert all(JFK_PHRASE in result.decoded.text.lower().replace(",", "") for result in results)
+
+
+def test_job_windows_that_waited_long_rank_with_interactive_ones(
+    manager: ModelManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A steady stream of requests cannot starve a job: its windows age into the interactive rank."""
+    from dattavani_asr.pipeline import scheduler
+
+    monkeypatch.setattr(scheduler, "JOB_AGING_SECONDS", 0.3)
+    with manager.use("tiny.en") as entry:
+        recording = RecordingEngine(entry.engine)
+        batcher = DynamicBatcher(recording, batch_size=2, batch_wait_ms=0)
+        audio = decode_audio(JFK)
+        blocker = batcher.submit([AudioWindow(99.0, audio)], ENGLISH, Priority.INTERACTIVE)  # holds the engine
+        time.sleep(0.1)
+        jobs = batcher.submit([AudioWindow(float(i), audio) for i in range(1, 4)], ENGLISH, Priority.JOB)
+        time.sleep(0.4)
+        interactive = batcher.submit([AudioWindow(10.0, audio)], ENGLISH, Priority.INTERACTIVE)
+        recording.gate.set()
+        results = [future.result(60) for future in [*blocker, *jobs, *interactive]]
+        batcher.stop()
+    assert recording.batches == [[99.0], [1.0, 2.0], [3.0, 10.0]]
     assert all(JFK_PHRASE in result.decoded.text.lower().replace(",", "") for result in results)
 
 

@@ -26,6 +26,9 @@ BatchObserver = Callable[[int, float], None]
 # batch, and on a CPU a batch of 4 windows costs ~3.3x one window (tiny.en, 2 cores), so batching
 # partials saves little (with 2 per batch, 4 sessions: final p95 1.46-1.54 s; with 1: 1.28-1.31 s).
 MAX_PARTIAL_BATCH = 1
+# A job window that has waited this long ranks with interactive work (oldest first), so a steady stream
+# of requests and live sessions cannot starve jobs (soak: a 10-s job waited 99 s before this).
+JOB_AGING_SECONDS = 5.0
 
 
 class Priority(IntEnum):
@@ -43,6 +46,12 @@ class _Item:
     window: AudioWindow = field(compare=False)
     options: DecodingOptions = field(compare=False)
     future: Future[WindowResult] = field(compare=False)
+    queued: float = field(default_factory=time.monotonic, compare=False)
+
+    def rank(self, now: float) -> tuple[int, int]:
+        """(priority, sequence), a job window that waited JOB_AGING_SECONDS ranking as interactive."""
+        aged = self.priority == Priority.JOB and now - self.queued >= JOB_AGING_SECONDS
+        return (Priority.INTERACTIVE if aged else self.priority), self.sequence
 
 
 def _batch_key(item: _Item) -> tuple[DecodingOptions, float]:
@@ -148,20 +157,22 @@ class DynamicBatcher:
 
     def _batch_size(self) -> int:
         """How many windows the next batch may hold: a batch of partials needs no wait to fill."""
-        urgent = min(self._pending)
-        return self.partial_batch_size if urgent.priority == Priority.PARTIAL else self.batch_size
+        now = time.monotonic()
+        urgent = min(item.rank(now) for item in self._pending)
+        return self.partial_batch_size if urgent[0] == Priority.PARTIAL else self.batch_size
 
     def _take(self) -> list[_Item]:
         """The most urgent item and up to batch_size-1 others of its priority with the same options."""
         self._pending = [item for item in self._pending if not item.future.cancelled()]
         if not self._pending:
             return []
-        self._pending.sort()
+        now = time.monotonic()
+        self._pending.sort(key=lambda item: item.rank(now))
         head = self._pending[0]
-        key = _batch_key(head)
-        size = self.partial_batch_size if head.priority == Priority.PARTIAL else self.batch_size
+        key, urgency = _batch_key(head), head.rank(now)[0]
+        size = self.partial_batch_size if urgency == Priority.PARTIAL else self.batch_size
         # Less urgent windows never ride along: on a CPU each window adds ~80 % of its own cost.
-        batch = [item for item in self._pending if item.priority == head.priority and _batch_key(item) == key][:size]
+        batch = [item for item in self._pending if item.rank(now)[0] == urgency and _batch_key(item) == key][:size]
         chosen = {id(item) for item in batch}
         self._pending = [item for item in self._pending if id(item) not in chosen]
         return [item for item in batch if item.future.set_running_or_notify_cancel()]
