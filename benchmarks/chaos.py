@@ -55,7 +55,6 @@ CLI = [sys.executable, "-c", "from dattavani_asr.cli import main; main()"]
 BATCH_FORMATS = ("txt", "srt", "json")
 JOB_FORMATS = ("txt", "srt", "json")
 STATE_FILES = (".dattavani-batch.sqlite3", "batch-summary.json")
-SPREAD = 1.8
 Snapshot = dict[str, tuple[int, int]]  # relative path -> (inode, size)
 
 
@@ -76,7 +75,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--job-kills", type=int, default=10)
     parser.add_argument("--min-delay", type=float, default=0.5, help="shortest wait before a kill, seconds")
     parser.add_argument(
-        "--max-delay", type=float, default=None, help="longest wait before a kill (default: see kill_waits)"
+        "--max-delay", type=float, default=None, help="longest wait before a kill (default: see kill_wait)"
     )
     parser.add_argument("--seed", type=int, default=19)
     parser.add_argument("--model", default="tiny.en")
@@ -222,19 +221,15 @@ def kill_group(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
-def kill_waits(args: argparse.Namespace, startup: float, work: float, kills: int, rng: random.Random) -> list[float]:
-    """Random waits before each kill: one in five during start-up (imports, model load, planning, recovery,
-    the first results), the others start-up plus up to SPREAD x the work / kills, so that the kills fall over
-    most of the work and the run seldom finishes before the last one."""
+def kill_wait(args: argparse.Namespace, restart: float, remaining: float, kills_left: int, rng: random.Random) -> float:
+    """A random wait before the next kill: one in five during start-up (imports, model load, planning,
+    recovery); the others start-up plus a share of the work still to do, so that the kills fall over the
+    whole run (work is committed per engine batch or window: a kill sooner than that loses what it did)."""
     if args.max_delay is not None:
-        return [rng.uniform(args.min_delay, args.max_delay) for _ in range(kills)]
-    waits = []
-    for _ in range(kills):
-        if rng.random() < 0.2:
-            waits.append(rng.uniform(args.min_delay, max(args.min_delay, startup)))
-        else:
-            waits.append(startup + rng.uniform(0.0, SPREAD * max(work, 1.0) / max(kills, 1)))
-    return waits
+        return float(rng.uniform(args.min_delay, args.max_delay))
+    if rng.random() < 0.2:
+        return float(rng.uniform(args.min_delay, max(args.min_delay, restart)))
+    return float(restart + rng.uniform(0.2, 1.0) * 2.0 * max(remaining, 1.0) / (kills_left + 1))
 
 
 def first_file(folder: Path, suffix: str) -> bool:
@@ -338,12 +333,16 @@ def chaos_batch(args: argparse.Namespace, root: Path, files: list[Path], referen
     """Kill one batch run again and again until it completes; what each attempt left behind."""
     inputs, out = root / "inputs", root / "batch-chaos"
     rng = random.Random(args.seed)
-    startup = reference["first_result_s"]  # start-up, model load, planning and the first engine batch
-    waits = kill_waits(args, startup, reference["wall_s"] - startup, args.batch_kills, rng)
+    restart = reference["noop_s"] + 1.0  # imports and planning (the no-op run), the model load
+    remaining = reference["wall_s"] - restart
     tracker = BatchTracker(batch_outputs(inputs, files, out), out, {str(p.relative_to(inputs)): str(p) for p in files})
     attempts: list[dict[str, Any]] = []
     env = child_env(args.threads)
-    for index, delay in enumerate([*waits, None]):
+    for index in range(args.batch_kills + 1):
+        delay = (
+            None if index == args.batch_kills else kill_wait(args, restart, remaining, args.batch_kills - index, rng)
+        )
+        remaining -= max(0.0, (delay or 0.0) - restart)
         log = root / "logs" / f"batch-chaos-{index:02d}.log"
         killed, seconds, code = batch_attempt(batch_command(args, inputs, out), env, log, delay)
         seen = tracker.observe(index)
@@ -617,15 +616,17 @@ def wait_webhooks(deliveries: list[tuple[str, str]], ids: dict[str, str], timeou
 
 def chaos_jobs(args: argparse.Namespace, root: Path, files: list[Path], timing: dict[str, float]) -> dict[str, Any]:
     rng = random.Random(args.seed + 1)
-    startup = timing["first_result_s"]  # the model loads on the first job
-    waits = kill_waits(args, startup, timing["wall_s"] - startup, args.job_kills, rng)
+    restart = 1.5  # from /health answering: the model load, recovery
+    remaining = timing["wall_s"] - restart
     server = Server(args, root / "jobs-chaos", root / "logs")
     tracker = JobTracker(server.data)
     attempts: list[dict[str, Any]] = []
     with receiver() as (hook, deliveries):
         server.start()
         ids = submit_all(server, files, hook)
-        for index, delay in enumerate(waits):
+        for index in range(args.job_kills):
+            delay = kill_wait(args, restart, remaining, args.job_kills - index, rng)
+            remaining -= max(0.0, delay - restart)
             time.sleep(delay)
             server.kill()
             seen = tracker.observe(index)
