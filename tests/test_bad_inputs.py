@@ -286,6 +286,24 @@ def test_a_nonsense_sample_rate_is_refused_not_decoded_for_hours(tmp_path: Path)
         decode_audio(path)
 
 
+def test_a_header_naming_no_decoder_is_undecodable(tmp_path: Path) -> None:
+    import struct
+
+    path = tmp_path / "zero-bits.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes((jfk_reference()[:SAMPLE_RATE] * 32767).astype("<i2").tobytes())
+    data = bytearray(path.read_bytes())
+    data[34:36] = struct.pack("<H", 0)  # PCM of 0 bits per sample: FFmpeg opens no decoder for it
+    path.write_bytes(bytes(data))
+    with pytest.raises(UndecodableAudioError, match="no decoder"):
+        decode_audio(path)
+    with path.open("rb") as handle, pytest.raises(UndecodableAudioError, match="no decoder"):
+        decode_audio(handle)
+
+
 def test_an_empty_stream_is_empty_not_undecodable(tmp_path: Path) -> None:
     path = tmp_path / "empty.mp3"
     path.write_bytes(b"")

@@ -159,7 +159,11 @@ def check_uploads(url: str, inputs: Sequence[Hostile]) -> Tally:
         for hostile in inputs:
             name = os.fsencode(hostile.path.name).decode("latin-1")
             files = {"file": (name, hostile.path.read_bytes())}
-            response = client.post("/v1/audio/transcriptions", files=files, data={"response_format": "json"})
+            try:
+                response = client.post("/v1/audio/transcriptions", files=files, data={"response_format": "json"})
+            except httpx.TransportError as exc:
+                tally.problems.append(f"{hostile.path.name}: {type(exc).__name__}: {exc}")
+                continue
             tally.outcomes[f"HTTP {response.status_code}"] += 1
             problem = _answer_problem(hostile.path.name, response)
             if problem:

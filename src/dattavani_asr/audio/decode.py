@@ -146,6 +146,8 @@ def _audio_stream(container: Any, name: str) -> Any:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         raise NoAudioStreamError(f"{name}: no audio stream (streams found: {', '.join(kinds)})")
     stream = container.streams.audio[0]
+    if stream.codec_context is None:  # e.g. a WAV header naming 64-bit integer samples
+        raise UndecodableAudioError(f"{name}: no decoder for its audio stream (damaged header?)")
     rate = stream.codec_context.sample_rate or 0
     if rate and not MIN_RATE <= rate <= MAX_RATE:
         raise UndecodableAudioError(f"{name}: a sample rate of {rate} Hz is not audio (damaged header?)")
