@@ -75,6 +75,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--same-audio", action="store_true", help="every session streams the same clips in the same order (worst case)"
     )
+    parser.add_argument(
+        "--phrases",
+        action="store_true",
+        help="stream the clips cut at their pauses into phrases of a few words (benchmarks/phrases.py), a second "
+        "of silence after each: short utterances, where live captions lose most against offline",
+    )
     parser.add_argument("--json", type=Path, help="write the measurements here")
     return parser.parse_args()
 
@@ -92,6 +98,22 @@ def english_clips(audio_dir: Path) -> list[Clip]:
         for item in items
         if item["lang"] == "en" and item.get("reference")
     ]
+
+
+def phrase_clips_of(audio_dir: Path, folder: Path) -> list[Clip]:
+    """The English clips cut at their pauses (phrases timed with base where installed, else tiny.en)."""
+    from dattavani_asr.models import resolve
+    from phrases import phrase_clips
+    from transcribe_bench import load_items
+
+    try:
+        resolve("base")
+        timing = "base"
+    except Exception:  # base not installed here: tiny.en times the reference words
+        timing = "tiny.en"
+    items = [item for item in load_items(audio_dir / "manifest.jsonl", audio_dir, ["en"]) if item.reference]
+    pieces = phrase_clips(items, folder, timing, min_pause=0.2)
+    return [Clip(Path(piece.path).name, decode_audio(piece.path), piece.reference) for piece in pieces]
 
 
 def joined(clips: list[Clip], seconds: float | None = None) -> tuple[np.ndarray, str]:
@@ -328,7 +350,7 @@ def print_table(results: dict[str, Any]) -> None:
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    clips = english_clips(args.audio)
+    clips = phrase_clips_of(args.audio, Path(tempfile.mkdtemp())) if args.phrases else english_clips(args.audio)
     audio, _ = joined(clips)
     print(f"{len(clips)} clips, {audio.shape[0] / SAMPLE_RATE:.1f} s per session; offline transcription…", flush=True)
     transcriber = Transcriber(args.model)
@@ -338,6 +360,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "audio_seconds": audio.shape[0] / SAMPLE_RATE,
         "cpus": os.cpu_count(),
         "same_audio": args.same_audio,
+        "phrases": args.phrases,
     }
     results["load_before"] = psutil.getloadavg()[0]
     with server(args.model) as (url, process):
