@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -11,14 +10,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from conftest import JFK, load_manifest
 from dattavani_asr.audio.decode import SAMPLE_RATE, decode_audio
 from dattavani_asr.evaluation import normalize, word_error_rate
-from dattavani_asr.server import ServerSettings, create_app
+from dattavani_asr.server import ServerSettings
+from served_app import served_app
 
 KEY = "listen-test-key"
 JFK_REFERENCE = load_manifest()[0]["reference"]
@@ -29,20 +28,8 @@ QUERY = "encoding=linear16&sample_rate=16000&channels=1&model=nova-3&language=en
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real service on a free loopback port, in a background thread; keys required."""
     settings = ServerSettings(data_dir=tmp_path_factory.mktemp("listen"), api_keys=[KEY])  # type: ignore[call-arg]
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    uv = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", ws_ping_interval=None))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not uv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"ws://127.0.0.1:{sock.getsockname()[1]}/v1/listen"
-    uv.should_exit = True
-    thread.join(60)
-    sock.close()
+    with served_app(settings) as url:
+        yield url.replace("http://", "ws://") + "/v1/listen"
 
 
 def jfk_pcm(silence: float = 2.0) -> bytes:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +17,6 @@ from typing import Any
 import numpy as np
 import pydantic
 import pytest
-import uvicorn
 from openai import OpenAI
 from openai.resources.realtime.realtime import RealtimeConnection
 from openai.types.realtime import RealtimeServerEvent
@@ -27,7 +25,8 @@ from websockets.exceptions import InvalidStatus
 from conftest import JFK, load_manifest
 from dattavani_asr.audio.decode import SAMPLE_RATE, decode_audio
 from dattavani_asr.evaluation import normalize, word_error_rate
-from dattavani_asr.server import ServerSettings, create_app
+from dattavani_asr.server import ServerSettings
+from served_app import served_app
 
 KEY = "realtime-test-key"
 JFK_REFERENCE = load_manifest()[0]["reference"]
@@ -42,20 +41,8 @@ DELTA = "conversation.item.input_audio_transcription.delta"
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real service on a free loopback port, in a background thread; keys required."""
     settings = ServerSettings(data_dir=tmp_path_factory.mktemp("realtime"), api_keys=[KEY])  # type: ignore[call-arg]
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    uv = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", ws_ping_interval=None))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not uv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    uv.should_exit = True
-    thread.join(60)
-    sock.close()
+    with served_app(settings) as url:
+        yield url
 
 
 def jfk_24k(silence: float = 1.5) -> bytes:

@@ -9,9 +9,6 @@ microphone. Nothing is installed by Playwright (`playwright install` is never ru
 from __future__ import annotations
 
 import re
-import socket
-import threading
-import time
 import wave
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -19,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from playwright.sync_api import BrowserContext, Page, Playwright, Request, expect, sync_playwright
 
@@ -27,6 +23,7 @@ from conftest import JFK, JFK_PHRASE, load_manifest
 from dattavani_asr.audio.decode import SAMPLE_RATE, decode_audio
 from dattavani_asr.evaluation import word_error_rate
 from dattavani_asr.server import ServerSettings, create_app
+from served_app import served_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 KEY = "web-page-test-key"
@@ -98,22 +95,8 @@ def test_page_and_assets_need_no_key_and_load_nothing_from_elsewhere(tmp_path: P
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real service on a free loopback port, in a background thread; keys required."""
     settings = ServerSettings(data_dir=tmp_path_factory.mktemp("web-data"), api_keys=[KEY])  # type: ignore[call-arg]
-    app = create_app(settings)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws_ping_interval=None))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not uv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    uv.should_exit = True
-    thread.join(60)
-    sock.close()
+    with served_app(settings) as url:
+        yield url
 
 
 def launch(playwright: Playwright, profile: Path, extra_args: tuple[str, ...] = ()) -> BrowserContext:
