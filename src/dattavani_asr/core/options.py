@@ -69,7 +69,7 @@ TASK = Option(
 )
 BEAM_SIZE = Option("beam_size", 5, "beam search width (1 = greedy)", ENGINE, ge=1, le=16)
 STREAM_BEAM_SIZE = Option(
-    "stream_beam_size", 1, "beam size of live streams (greedy is cheapest)", _surfaces("server"), ge=1, le=16
+    "stream_beam_size", 5, "beam size of live finals (partials are greedy)", _surfaces("server"), ge=1, le=16
 )
 BATCH_SIZE = Option("batch_size", 8, "speech windows decoded together in one engine call", ENGINE, ge=1, le=64)
 BATCH_WAIT_MS = Option(

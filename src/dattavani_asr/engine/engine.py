@@ -77,6 +77,11 @@ class WhisperEngine:
     def multilingual(self) -> bool:
         return self.model.multilingual
 
+    @property
+    def workers(self) -> int:
+        """Windows decoded at the same time (a CPU: one per single-threaded worker)."""
+        return self.model.workers
+
     def check_options(self, options: DecodingOptions) -> None:
         """Refuse what this model cannot do, before any audio is decoded."""
         if options.task not in TASKS:

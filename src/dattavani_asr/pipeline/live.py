@@ -34,12 +34,14 @@ logger = logging.getLogger(__name__)
 # decode detects again (Whisper's detection on a second or two of speech is often wrong).
 LANGUAGE_CONFIDENCE = 0.8
 MAX_WINDOW_SECONDS = 29.5
-# Encoder context of windows up to 10 s: all sessions share it (trimmed contexts of 10-12.5 s made
-# tiny.en repeat sentences, and a temperature fallback then doubled a decode to ~1 s). The partials
-# of an utterance's first second get 7.5 s: ~35 % faster, same words on the 1-s starts of the FLEURS
-# clips; but not finals: on 2.5-s windows of the shared clips 7.5 s gave other words in 17 of 46
-# ("However, however," for "However,"; "the middle of a sentence" for "even in the middle...").
-STREAM_ENCODER_SECONDS = 15.0
+# Encoder context of windows up to 5 s (longer ones get their own bucket: duration + 5 s). The encoder
+# is most of a live decode on a CPU and grows faster than its context (tiny.en, one thread: 10 s 69 ms,
+# 15 s 144 ms, 30 s 0.6 s), and on the English clips and their phrases 10 s lost no words against 15 s
+# (simulated sessions, 443 words: 12.2 against 14.2 % WER). Trimmed contexts of 10-12.5 s made tiny.en
+# repeat sentences when the audio filled them; the 5-s margin keeps windows clear of that. The partials
+# of an utterance's first second get 7.5 s; not finals: on 2.5-s windows of the shared clips 7.5 s gave
+# other words in 17 of 46 ("However, however," for "However,").
+STREAM_ENCODER_SECONDS = 10.0
 SHORT_WINDOW_SECONDS = 2.5
 # Speech Silero heard after a decode's last word: Whisper sometimes stops a word or two before the
 # end ("recorded by a board" for "recorded by Lord Byron", "town of" for "town of Sintra and which
@@ -53,6 +55,10 @@ REDECODED_WORDS = 3  # the last words are decoded again with the rest: they may 
 PAUSE_SECONDS = 0.05
 QUIET_SECONDS = 0.06
 HOLD_SECONDS = 0.1
+# Silence that ends an utterance once the decode made as the pause began heard it to its end: that
+# decode is the final's, so waiting the full `end_silence` only delays it (simulated sessions over the
+# English clips and phrases: final p50 0.30 -> 0.27 s, same words).
+DECODED_END_SILENCE = 0.1
 MIN_HEARD_SPEECH_SECONDS = 0.4  # speech Whisper should have found a word in
 ONSET_SECONDS = 1.0  # partials of an utterance's first second of speech are decoded without context
 OWN_DECODE_SHARE = 1.25  # a session decodes at most 80 % of the time
@@ -64,6 +70,12 @@ MIN_COLLAPSED_WORDS = 3  # words a collapsed decode lost, at least
 HEARD_PAUSE_SECONDS = 0.25  # silence after the last word that shows a decode heard an utterance end
 AFTER_FALL_SECONDS = 0.06  # audio a decode must have past the fall of Silero's score (two frames)
 LANGUAGE_MIN_SECONDS = 2.0
+# Speech that starts this long after the last final is a new utterance, decoded without the audio before
+# it (a new speaker, a new clip): given the previous speaker's words, Whisper mishears the onset ("Do do
+# the slow" for "Due to the slow") or leaves out the first word. Short clips of the shared recordings
+# in shuffled order (phrases of other speakers back to back): 16.9 % WER with that audio, 13.5 % without
+# (offline, clip by clip: 11.5 %). Within a speaker's pauses the context still helps.
+NEW_UTTERANCE_GAP = 0.6
 # Text tokens per second of audio a decode may produce: English speech needs under 6 (FLEURS,
 # LibriSpeech); scripts Whisper's tokenizer spells byte by byte (Kannada, Hindi) need several
 # times more. Only a decode caught in a repetition loop reaches the limit, and it then ends early.
@@ -237,7 +249,7 @@ def _words(result: WindowResult) -> list[Word]:
 class _Hypothesis:
     words: list[Word]
     covers_until: float  # absolute end of the audio it was decoded from
-    quick: bool = False  # decoded in a short encoder context: a partial only, never reused for a final
+    partial_only: bool = False  # quick or greedy where finals get a beam: never reused for a final
 
 
 class StreamSession:
@@ -354,9 +366,16 @@ class StreamSession:
             if next_start - end >= self._silence_needed(end - start):
                 return end + min(self.policy.tail, (next_start - end) / 2)
         last_end = spans[-1][1]
-        if ending or self.buffer_end - last_end >= self._silence_needed(last_end - start):
-            return min(self.buffer_end, last_end + self.policy.tail)
-        return None
+        cut = min(self.buffer_end, last_end + self.policy.tail)
+        needed = self._silence_needed(last_end - start)
+        if needed == self.policy.end_silence and self._decoded_end(cut):
+            needed = min(needed, DECODED_END_SILENCE)
+        return cut if ending or self.buffer_end - last_end >= needed else None
+
+    def _decoded_end(self, cut: float) -> bool:
+        """Whether the last decode (made as the pause began) heard the utterance to its end."""
+        previous = self._previous
+        return previous is not None and not previous.partial_only and self._heard_the_end(previous, cut)
 
     def _silence_needed(self, utterance_seconds: float) -> float:
         short = utterance_seconds < self.policy.min_utterance
@@ -394,6 +413,8 @@ class StreamSession:
         first, last = (round((t - self.buffer_start) * SAMPLE_RATE) for t in (start, end))
         window = AudioWindow(start, self.buffer[first:last].copy())
         options = self._options_for(window, quick)
+        if priority == Priority.PARTIAL:  # a beam's gain is in finals; partials stay cheap
+            options = replace(options, beam_size=1)
         started = time.perf_counter()
         [future] = self.batcher.submit([window], options, priority)
         result = future.result(timeout=120)
@@ -462,7 +483,7 @@ class StreamSession:
         previous = self._previous
         heard = [w for w in previous.words if w.start < cut] if previous is not None else []
         settled = self.decoding.language is not None
-        covered = previous is not None and not previous.quick and self._heard_the_end(previous, cut)
+        covered = previous is not None and not previous.partial_only and self._heard_the_end(previous, cut)
         # Reuse the last decode when it already heard it all; never lose words a partial showed.
         fullest = [w for w in self._fullest if w.start < cut]
         reusable = covered and heard and settled and not _collapsed(heard, fullest)
@@ -470,7 +491,7 @@ class StreamSession:
         if _collapsed(words, fullest):  # never lose the words a partial of this utterance showed
             words = fullest
         words = self._with_missed_speech(words, cut)
-        logger.debug("final: reused %s, %d words, fullest %d", reusable, len(words), len(fullest))
+        logger.debug("final: reused %s, %d words, fullest %d, cut %.2f", reusable, len(words), len(fullest), cut)
         words = _not_before(words, utterance_start)
         self.committed_until = cut
         self._previous = None
@@ -511,7 +532,7 @@ class StreamSession:
         decoded_until = self.buffer_end
         self._last_decode_at = self.audio_received
         # A decode at a pause is likely the final's (reused if the pause lasts): it goes first.
-        priority = Priority.PARTIAL if due else Priority.INTERACTIVE
+        priority = Priority.INTERACTIVE if paused and not covered else Priority.PARTIAL
         onset, speech = spans[0][0], spans[-1][1] - spans[0][0]
         quick = self._onset_partial(onset, speech, priority)
         words = self._hypothesis_words(onset, speech, decoded_until, priority)
@@ -523,7 +544,8 @@ class StreamSession:
         if events:
             words = [w for w in words if (w.start + w.end) / 2 >= self.committed_until]
             self._fullest = [w for w in self._fullest if (w.start + w.end) / 2 >= self.committed_until]
-        self._previous = _Hypothesis(words, decoded_until, quick)
+        greedy = priority == Priority.PARTIAL and self.decoding.beam_size > 1
+        self._previous = _Hypothesis(words, decoded_until, quick or greedy)
         if len(words) >= len(self._fullest):
             self._fullest = words
         self._trim(spans[0][0])
@@ -541,6 +563,8 @@ class StreamSession:
         made the first partial come 1.3-1.8 s after the onset). So the first partials of an
         utterance are decoded alone, and quickly (a final never reuses them).
         """
+        if self.finals and onset - self.last_final_end >= NEW_UTTERANCE_GAP:
+            self._without_context = True
         if self._onset_partial(onset, speech, priority):
             # Every word of the window is new (Whisper may time the first one inside the lead).
             start = max(self.committed_until + 1e-3, onset - self.policy.lead)
@@ -549,7 +573,7 @@ class StreamSession:
 
     def _onset_partial(self, onset: float, speech: float, priority: int) -> bool:
         """Whether a decode is a partial of an utterance's first second, after another utterance."""
-        fresh = bool(self.finals) and onset > self.committed_until + 0.05 and not self._without_context
+        fresh = bool(self.finals) and onset > self.committed_until + 0.05
         return fresh and priority == Priority.PARTIAL and speech < ONSET_SECONDS
 
     def _utterance_words(self, end: float, priority: int, retry: bool) -> list[Word]:

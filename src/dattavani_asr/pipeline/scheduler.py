@@ -1,8 +1,12 @@
-"""Cross-request dynamic batching: one thread per engine decodes windows from many callers at once.
+"""Cross-request dynamic batching: windows from many callers share one engine, most urgent first.
 
-Callers submit speech windows with their decoding options and a priority; the batcher thread
-waits at most `batch_wait_ms` for a batch to fill, then decodes up to `batch_size` windows that share
-options (same model, task, language, beam...), most urgent priority first, oldest first.
+Callers submit speech windows with their decoding options and a priority. On an engine with one
+worker (a GPU) one thread waits at most `batch_wait_ms` for a batch to fill, then decodes up to
+`batch_size` windows that share options (same model, task, language, beam...), most urgent priority
+first, oldest first. An engine with several single-threaded workers (a CPU) decodes one window per
+worker at a time and gains nothing from batches: there each worker has a thread of its own here that
+takes the most urgent window as soon as the worker is free, and partials may hold all workers but
+one, so a final or a request never waits for partials.
 """
 
 from __future__ import annotations
@@ -83,11 +87,16 @@ class DynamicBatcher:
         self._condition = threading.Condition()
         self._sequence = itertools.count()
         self._stopped = False
-        self.busy = False
         self._window_seconds: float | None = None
         self._streams = 0
-        self._thread = threading.Thread(target=self._run, name=f"batcher-{engine.name}", daemon=True)
-        self._thread.start()
+        self.slots = max(1, int(getattr(engine, "workers", 1)))
+        self._running_partials = 0
+        self._threads = [
+            threading.Thread(target=self._run, name=f"batcher-{engine.name}-{index}", daemon=True)
+            for index in range(self.slots)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def depth(self) -> int:
@@ -121,7 +130,7 @@ class DynamicBatcher:
                 future: Future[WindowResult] = Future()
                 self._pending.append(_Item(priority, next(self._sequence), window, options, future))
                 futures.append(future)
-            self._condition.notify()
+            self._condition.notify_all()
         return futures
 
     def stop(self) -> None:
@@ -132,7 +141,8 @@ class DynamicBatcher:
                     item.future.set_exception(BatcherStopped(f"model {self.engine.name} stopped"))
             self._pending.clear()
             self._condition.notify_all()
-        self._thread.join(timeout=30)
+        for thread in self._threads:
+            thread.join(timeout=30)
 
     def _run(self) -> None:
         while True:
@@ -143,10 +153,10 @@ class DynamicBatcher:
 
     def _next_batch(self) -> list[_Item] | None:
         with self._condition:
-            while not self._stopped and not self._pending:
+            while not self._stopped and not self._takeable():
                 self._condition.wait()
             deadline = time.monotonic() + self.batch_wait
-            while not self._stopped and len(self._pending) < self._batch_size():
+            while self.slots == 1 and not self._stopped and len(self._pending) < self._batch_size():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -155,6 +165,14 @@ class DynamicBatcher:
                 return None
             return self._take()
 
+    def _partials_allowed(self) -> bool:
+        return self.slots == 1 or self._running_partials < self.slots - 1
+
+    def _takeable(self) -> bool:
+        if self._partials_allowed():
+            return bool(self._pending)
+        return any(item.priority != Priority.PARTIAL for item in self._pending)
+
     def _batch_size(self) -> int:
         """How many windows the next batch may hold: a batch of partials needs no wait to fill."""
         now = time.monotonic()
@@ -162,27 +180,31 @@ class DynamicBatcher:
         return self.partial_batch_size if urgent[0] == Priority.PARTIAL else self.batch_size
 
     def _take(self) -> list[_Item]:
-        """The most urgent item and up to batch_size-1 others of its priority with the same options."""
+        """The most urgent item and up to batch_size-1 others of its priority with the same options
+        (one item where each worker decodes a window of its own)."""
         self._pending = [item for item in self._pending if not item.future.cancelled()]
-        if not self._pending:
+        allowed = self._partials_allowed()
+        candidates = [item for item in self._pending if allowed or item.priority != Priority.PARTIAL]
+        if not candidates:
             return []
         now = time.monotonic()
-        self._pending.sort(key=lambda item: item.rank(now))
-        head = self._pending[0]
+        candidates.sort(key=lambda item: item.rank(now))
+        head = candidates[0]
         key, urgency = _batch_key(head), head.rank(now)[0]
-        size = self.partial_batch_size if urgency == Priority.PARTIAL else self.batch_size
+        size = 1 if self.slots > 1 else self.partial_batch_size if urgency == Priority.PARTIAL else self.batch_size
         # Less urgent windows never ride along: on a CPU each window adds ~80 % of its own cost.
-        batch = [item for item in self._pending if item.rank(now)[0] == urgency and _batch_key(item) == key][:size]
+        batch = [item for item in candidates if item.rank(now)[0] == urgency and _batch_key(item) == key][:size]
         chosen = {id(item) for item in batch}
         self._pending = [item for item in self._pending if id(item) not in chosen]
-        return [item for item in batch if item.future.set_running_or_notify_cancel()]
+        batch = [item for item in batch if item.future.set_running_or_notify_cancel()]
+        self._running_partials += sum(item.priority == Priority.PARTIAL for item in batch)
+        return batch
 
     def _decode(self, batch: list[_Item]) -> None:
         if not batch:
             return
         options = batch[0].options
         started = time.perf_counter()
-        self.busy = True
         try:
             results, _, _ = self.engine.transcribe_batch([item.window for item in batch], options, options.language)
         except Exception as exc:  # handed to every caller of this batch
@@ -191,13 +213,20 @@ class DynamicBatcher:
                 item.future.set_exception(exc)
             return
         finally:
-            self.busy = False
+            self._finished(batch)
         seconds = time.perf_counter() - started
         self._note_window_seconds(seconds / len(batch))
         for item, result in zip(batch, results):
             item.future.set_result(result)
         if self.observer is not None:
             self.observer(len(batch), seconds)
+
+    def _finished(self, batch: list[_Item]) -> None:
+        partials = sum(item.priority == Priority.PARTIAL for item in batch)
+        if partials:
+            with self._condition:
+                self._running_partials -= partials
+                self._condition.notify_all()
 
     def _note_window_seconds(self, seconds: float) -> None:
         previous = self._window_seconds
