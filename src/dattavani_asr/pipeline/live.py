@@ -561,14 +561,18 @@ class StreamSession:
         The committed context helps Whisper with a short phrase, but given it Whisper often ends at
         the context's sentence end and hears none of a second of new speech (the retry without it
         made the first partial come 1.3-1.8 s after the onset). So the first partials of an
-        utterance are decoded alone, and quickly (a final never reuses them).
+        utterance are decoded alone, and quickly (a final never reuses them). A new utterance (a
+        pause of NEW_UTTERANCE_GAP) is decoded alone from `lead` before its onset: a second of
+        silence before it made tiny.en hear "I'm not going to be able to do anything." (and call it
+        no speech) for 2.8 s of "Many people don't think about them".
         """
-        if self.finals and onset - self.last_final_end >= NEW_UTTERANCE_GAP:
-            self._without_context = True
         if self._onset_partial(onset, speech, priority):
             # Every word of the window is new (Whisper may time the first one inside the lead).
             start = max(self.committed_until + 1e-3, onset - self.policy.lead)
             return self._decode_until(end, since=start, priority=priority, lead=0.0, quick=True)
+        if onset - self.last_final_end >= NEW_UTTERANCE_GAP:
+            start = max(self.committed_until + 1e-3, onset - self.policy.lead)
+            return self._decode_until(end, since=start, priority=priority, lead=0.0)
         return self._utterance_words(end, priority, retry=final or speech >= MIN_HEARD_SPEECH_SECONDS)
 
     def _onset_partial(self, onset: float, speech: float, priority: int) -> bool:
