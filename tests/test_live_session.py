@@ -142,3 +142,21 @@ def test_finals_reuse_the_decode_made_as_the_pause_began(tiny: Transcriber, beam
         batcher.stop()
     assert len(free_finals) >= 3 and sum(free_finals) >= len(free_finals) - 1
     assert word_error_rate([JFK_TEXT], [text], "en") < 0.15
+
+
+def test_a_final_faster_than_speech_is_a_made_up_sentence() -> None:
+    from dattavani_asr.core.transcript import Word
+    from dattavani_asr.pipeline.live import _too_fast
+
+    made_up = (
+        "If you guys are on the top of the channel, don't forget to subscribe to my channel. "
+        "If you guys are on the top comply."
+    )
+    said = "Many people don't think about them as dinosaurs because they have feathers and can fly."
+
+    def timed(text: str) -> list[Word]:
+        return [Word(0.0, 0.1, f" {word}", 0.9) for word in text.split()]
+
+    assert _too_fast(timed(made_up), 3.7)
+    assert not _too_fast(timed(said), 3.7)
+    assert not _too_fast(timed("Ask not!"), 0.6)

@@ -67,6 +67,7 @@ MIN_LOOP_WORDS, LOOP_COPIES = 3, 3  # a phrase of 3+ words said 3 times back to 
 SQUEEZED_SHARE = 0.4  # a repeat timed in under 40 % of the first copy's time holds no speech of its own
 MIN_ECHO_WORDS = 4  # a shorter run of words like the last final's end must repeat it exactly
 MIN_COLLAPSED_WORDS = 3  # words a collapsed decode lost, at least
+MAX_WORDS_PER_SECOND = 5.0
 HEARD_PAUSE_SECONDS = 0.25  # silence after the last word that shows a decode heard an utterance end
 AFTER_FALL_SECONDS = 0.06  # audio a decode must have past the fall of Silero's score (two frames)
 LANGUAGE_MIN_SECONDS = 2.0
@@ -201,6 +202,13 @@ def _collapsed(words: list[Word], fullest: list[Word]) -> bool:
     decoding sometimes stops after a word ("Cab" for "Cabbage juice changes color..."). A word or
     two fewer is a correction, not a collapse ("However," after a partial "I will.")."""
     return len(words) < 0.6 * len(fullest) and len(fullest) - len(words) >= MIN_COLLAPSED_WORDS
+
+
+def _too_fast(words: list[Word], seconds: float) -> bool:
+    """More words than anyone says in `seconds` of speech: a made-up sentence ("If you guys are on the
+    top of the channel, don't forget to subscribe to my channel." for 3.7 s of "Many people don't think
+    about them as dinosaurs": 25 words), not speech. Read English runs 2-4 words a second."""
+    return len(words) > MAX_WORDS_PER_SECOND * seconds + 2
 
 
 def _without_loops(words: list[Word]) -> list[Word]:
@@ -489,6 +497,9 @@ class StreamSession:
         reusable = covered and heard and settled and not _collapsed(heard, fullest)
         words = heard if reusable else (self._final_words(utterance_start, cut) or heard)
         if _collapsed(words, fullest):  # never lose the words a partial of this utterance showed
+            words = fullest
+        seconds = cut - utterance_start
+        if _too_fast(words, seconds) and fullest and not _too_fast(fullest, seconds):
             words = fullest
         words = self._with_missed_speech(words, cut)
         logger.debug("final: reused %s, %d words, fullest %d, cut %.2f", reusable, len(words), len(fullest), cut)
