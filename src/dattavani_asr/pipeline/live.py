@@ -491,7 +491,7 @@ class StreamSession:
         previous = self._previous
         heard = [w for w in previous.words if w.start < cut] if previous is not None else []
         settled = self.decoding.language is not None
-        covered = previous is not None and not previous.partial_only and self._heard_the_end(previous, cut)
+        covered = self._decoded_end(cut)
         # Reuse the last decode when it already heard it all; never lose words a partial showed.
         fullest = [w for w in self._fullest if w.start < cut]
         reusable = covered and heard and settled and not _collapsed(heard, fullest)
@@ -578,13 +578,16 @@ class StreamSession:
         no speech) for 2.8 s of "Many people don't think about them".
         """
         if self._onset_partial(onset, speech, priority):
-            # Every word of the window is new (Whisper may time the first one inside the lead).
-            start = max(self.committed_until + 1e-3, onset - self.policy.lead)
-            return self._decode_until(end, since=start, priority=priority, lead=0.0, quick=True)
+            return self._decode_alone(onset, end, priority, quick=True)
         if onset - self.last_final_end >= NEW_UTTERANCE_GAP:
-            start = max(self.committed_until + 1e-3, onset - self.policy.lead)
-            return self._decode_until(end, since=start, priority=priority, lead=0.0)
+            return self._decode_alone(onset, end, priority)
         return self._utterance_words(end, priority, retry=final or speech >= MIN_HEARD_SPEECH_SECONDS)
+
+    def _decode_alone(self, onset: float, end: float, priority: int, quick: bool = False) -> list[Word]:
+        """The utterance decoded without the committed audio, from `lead` before its onset; every word
+        of the window is new (Whisper may time the first one inside the lead)."""
+        start = max(self.committed_until + 1e-3, onset - self.policy.lead)
+        return self._decode_until(end, since=start, priority=priority, lead=0.0, quick=quick)
 
     def _onset_partial(self, onset: float, speech: float, priority: int) -> bool:
         """Whether a decode is a partial of an utterance's first second, after another utterance."""
